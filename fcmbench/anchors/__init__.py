@@ -1,0 +1,1 @@
+"""Standard-codec anchors (VVC image and feature anchors)."""

@@ -1,0 +1,106 @@
+"""The self-describing container every codec writes.
+
+Layout (big-endian)::
+
+    b"FCMB" | version u8 | codec name (u8 length + UTF-8)
+    | original H, W (u16, u16) | input H, W (u16, u16)
+    | header (u32 length + bytes)            codec parameters: shapes, min/max, QP, model id ...
+    | segment count u8 | per segment: name (u8 length + UTF-8) + payload (u32 length + bytes)
+
+Everything the decoder needs is inside and counted: ``bits = 8 * len(container)``.
+Segments are usually one per FPN level, which gives the bytes per level for free.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from fcmbench.errors import FcmbenchError
+
+MAGIC = b"FCMB"
+VERSION = 1
+HEADER_KEY = "_header"
+
+
+@dataclass
+class Container:
+    codec: str
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    header: bytes = b""
+    segments: dict[str, bytes] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        parts = [MAGIC, struct.pack(">B", VERSION), _short_string(self.codec)]
+        parts.append(struct.pack(">4H", *self.original_size, *self.input_size))
+        parts.append(struct.pack(">I", len(self.header)) + self.header)
+        if len(self.segments) > 255:
+            raise ValueError("a container holds at most 255 segments")
+        parts.append(struct.pack(">B", len(self.segments)))
+        for name, payload in self.segments.items():
+            parts.append(_short_string(name) + struct.pack(">I", len(payload)) + payload)
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, expected_codec: str | None = None) -> Container:
+        reader = _Reader(data)
+        if reader.take(4) != MAGIC:
+            raise FcmbenchError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
+        version = reader.unpack(">B")[0]
+        if version != VERSION:
+            raise FcmbenchError(f"unsupported bitstream version {version} (this fcmbench reads {VERSION})")
+        codec = reader.short_string()
+        if expected_codec is not None and codec != expected_codec:
+            raise FcmbenchError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
+        oh, ow, ih, iw = reader.unpack(">4H")
+        header = reader.take(reader.unpack(">I")[0])
+        segments = {}
+        for _ in range(reader.unpack(">B")[0]):
+            name = reader.short_string()
+            segments[name] = reader.take(reader.unpack(">I")[0])
+        if reader.remaining:
+            raise FcmbenchError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
+        return cls(codec, (oh, ow), (ih, iw), header, segments)
+
+    def bytes_per_segment(self) -> dict[str, int]:
+        """Payload bytes per segment, plus everything else under ``_header``; sums to the total."""
+        sizes = {name: len(payload) for name, payload in self.segments.items()}
+        sizes[HEADER_KEY] = len(self.to_bytes()) - sum(sizes.values())
+        return sizes
+
+
+def _short_string(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"name too long for the container: {text[:40]}...")
+    return struct.pack(">B", len(raw)) + raw
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, n: int) -> bytes:
+        if n > self.remaining:
+            raise FcmbenchError(
+                f"corrupt bitstream: truncated at byte {self.pos} (needed {n} more bytes, {self.remaining} left)"
+            )
+        chunk = bytes(self.data[self.pos : self.pos + n])
+        self.pos += n
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def short_string(self) -> str:
+        raw = self.take(self.unpack(">B")[0])
+        try:
+            return raw.decode()
+        except UnicodeDecodeError as err:
+            raise FcmbenchError(f"corrupt bitstream: a name is not UTF-8 ({err})") from None

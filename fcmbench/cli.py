@@ -1,0 +1,155 @@
+"""The ``fcmbench`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import warnings
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from fcmbench import registry
+from fcmbench.datasets.base import DatasetOptions
+from fcmbench.errors import FcmbenchError
+
+console = Console(stderr=True)
+
+
+def stdout_console() -> Console:
+    """Tables stay readable when piped (rich would otherwise wrap them at 80 columns)."""
+    plain = Console()
+    return plain if plain.is_terminal else Console(width=160)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fcmbench", description="Benchmark feature coding for machines.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("list", help="methods with their rate points, task models, datasets")
+
+    run = commands.add_parser("run", help="evaluate methods x rate points on a dataset")
+    run.add_argument("--methods", required=True, help="comma-separated method names, or 'all'")
+    run.add_argument("--dataset", required=True, help="dataset name (see `fcmbench list`)")
+    run.add_argument("--out", required=True, type=Path, help="results folder (created; reused to resume)")
+    run.add_argument("--task-model", help="task model name (default: the dataset's own, else faster_rcnn_r50_fpn)")
+    run.add_argument("--weights", help="local weights file, or 'none' for random weights (default: the model's)")
+    run.add_argument("--rates", help="comma-separated rate point labels to run (default: all of each method)")
+    run.add_argument("--limit", type=int, help="use only the first N images")
+    run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    run.add_argument("--checkpoints", type=Path, help="folder of learned-codec checkpoints")
+    run.add_argument("--cache", type=Path, help="cache folder for features and generated data "
+                     "(default: $FCMBENCH_CACHE or ~/.cache/fcmbench)")
+    run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
+    run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
+    run.add_argument("--images", type=Path, help="image folder (with --annotations)")
+    run.add_argument("--annotations", type=Path, help="COCO-format annotation JSON (with --images)")
+
+    report = commands.add_parser("report", help="RD points and BD-rates of one or more runs")
+    report.add_argument("--out", required=True, type=Path, help="where rd.csv and bd_rate.csv go")
+    report.add_argument("runs", nargs="*", type=Path, help="results folders to combine (default: --out)")
+    report.add_argument("--anchor", help="method the BD-rates are measured against")
+    report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
+
+    train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
+    train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
+    train_task.add_argument("--epochs", type=int, default=10)
+    train_task.add_argument("--seed", type=int, default=0)
+    train_task.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    return parser
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    out = stdout_console()
+    table = Table(title="methods")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("rate points")
+    for name in registry.methods.names():
+        try:
+            codec = registry.methods.get(name)
+            table.add_row(name, codec.kind, " ".join(p.label for p in codec.rate_points()))
+        except FcmbenchError as err:
+            table.add_row(name, "?", f"[red]{err}[/red]")
+    out.print(table)
+    out.print("task models: " + ", ".join(registry.task_models.names()))
+    out.print("datasets:    " + ", ".join(registry.datasets.names()))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from fcmbench.runner import RunConfig, Runner
+    from fcmbench.store import Store
+
+    config = RunConfig(
+        methods=registry.methods.resolve(args.methods), dataset=args.dataset, out=args.out,
+        task_model=args.task_model, weights=args.weights,
+        rates=[r.strip() for r in args.rates.split(",")] if args.rates else None,
+        limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
+        dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
+        command=shlex.join(["fcmbench", *sys.argv[1:]]))
+    registry.datasets.resolve(args.dataset)
+    if args.task_model:
+        registry.task_models.resolve(args.task_model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the random-weights warning goes to the report instead
+        runner = Runner(config, console)
+    for note in runner.task.warnings:
+        console.print(f"[bold yellow]warning:[/] {note}")
+    store = Store(args.out)
+    try:
+        computed = runner.run(store)
+    finally:
+        store.close()
+    console.print(f"{computed} item(s) computed, results in {args.out}; next: fcmbench report --out {args.out}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from fcmbench.reports.tables import bd_table, choose_anchor, print_tables, rd_table, write_tables
+    from fcmbench.store import Store
+
+    runs = args.runs or [args.out]
+    rd = rd_table(runs)
+    anchor = choose_anchor(rd, args.anchor)
+    bd = bd_table(rd, anchor, args.bd_method) if anchor else None
+    write_tables(rd, bd, args.out)
+    out = stdout_console()
+    for folder in runs:
+        store = Store(folder, create=False)
+        for row in store.query("SELECT DISTINCT provenance FROM runs"):
+            for note in json.loads(row["provenance"]).get("warnings", []):
+                out.print(f"[bold yellow]warning ({folder}):[/] {note}")
+        store.close()
+    print_tables(rd, bd, out)
+    if anchor is None:
+        out.print("no BD-rate: no anchor given (--anchor NAME) and none of vtm-feature, vtm-image, quant was run")
+    out.print(f"wrote {args.out / 'rd.csv'}" + (f" and {args.out / 'bd_rate.csv'}" if bd is not None else ""))
+
+
+def cmd_train_task(args: argparse.Namespace) -> None:
+    from fcmbench.tasks.train_task import train_task
+
+    score = train_task(args.out, epochs=args.epochs, seed=args.seed, threads=args.threads)
+    Console().print(f"saved {args.out}; val box mAP@[.5:.95] = {score:.4f}")
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train-task": cmd_train_task}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except FcmbenchError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted; finished items are saved, run the same command again to resume")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

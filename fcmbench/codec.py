@@ -1,0 +1,74 @@
+"""The one codec interface shared by feature codecs, image codecs and anchors."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+
+from fcmbench.bitstream import Container
+from fcmbench.featureset import FeatureSet
+
+
+@dataclass(frozen=True)
+class RatePoint:
+    """One operating point; ``label`` is stable and is what results are keyed by."""
+
+    label: str
+    value: float
+
+
+@dataclass
+class CodecOptions:
+    """What the runner knows and a codec may need."""
+
+    device: str = "cpu"
+    task_model: str | None = None
+    checkpoints: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class DecodedImage:
+    """An image codec's output: ``image`` is float ``[3, H, W]`` in [0, 1]."""
+
+    image: torch.Tensor
+
+
+class Codec(ABC):
+    """Encode to real bytes, decode from those bytes alone.
+
+    ``kind == "feature"`` codecs take and return a :class:`FeatureSet`; ``kind == "image"`` codecs take
+    a float image ``[3, H, W]`` in [0, 1] and return one (they run before the task model's front).
+    ``derived_levels`` names the levels the codec does not send but rebuilds (e.g. P6 from P5).
+    """
+
+    name: ClassVar[str]
+    kind: ClassVar[Literal["feature", "image"]] = "feature"
+    display_name: ClassVar[str | None] = None
+    derived_levels: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, options: CodecOptions | None = None) -> None:
+        self.options = options or CodecOptions()
+
+    @classmethod
+    @abstractmethod
+    def rate_points(cls) -> list[RatePoint]:
+        """The default operating points, from lowest to highest rate."""
+
+    @abstractmethod
+    def encode(self, x: FeatureSet | torch.Tensor, rate: RatePoint) -> bytes: ...
+
+    @abstractmethod
+    def decode(self, data: bytes) -> FeatureSet | torch.Tensor: ...
+
+    def bytes_per_level(self, data: bytes) -> dict[str, int]:
+        """Bytes per container segment (levels, for most feature codecs)."""
+        return Container.from_bytes(data, expected_codec=self.name).bytes_per_segment()
+
+    @classmethod
+    def label(cls) -> str:
+        return cls.display_name or cls.name

@@ -1,0 +1,70 @@
+"""What every dataset provides to the runner."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from fcmbench.errors import FcmbenchError
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass
+class DatasetOptions:
+    """Options a dataset builder may use; builders ignore what they do not need."""
+
+    root: Path | None = None
+    images: Path | None = None
+    annotations: Path | None = None
+    split: str | None = None
+
+
+class Dataset(ABC):
+    name: str
+    iou_types: tuple[str, ...] = ("bbox",)
+
+    @abstractmethod
+    def items(self) -> list[DatasetItem]: ...
+
+    @abstractmethod
+    def evaluate(self, results: list[dict], image_ids: list[int], iou_types: tuple[str, ...]) -> dict[str, float]:
+        """Metrics of COCO-format ``results`` over ``image_ids``."""
+
+    def describe(self) -> str:
+        return self.name
+
+
+def load_image(item: DatasetItem) -> torch.Tensor:
+    """Float RGB ``[3, H, W]`` in [0, 1]; a file that does not decode is an error naming it."""
+    try:
+        with Image.open(item.path) as img:
+            array = np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise FcmbenchError(f"image {item.path} (id {item.image_id}) is missing") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise FcmbenchError(
+            f"image {item.path} (id {item.image_id}) does not decode: {err}. Replace or remove it."
+        ) from None
+    if array.shape[:2] != (item.height, item.width):
+        raise FcmbenchError(
+            f"image {item.path} is {array.shape[1]}x{array.shape[0]} but the annotations say "
+            f"{item.width}x{item.height}; fix the annotation file"
+        )
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

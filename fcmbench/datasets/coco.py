@@ -1,0 +1,137 @@
+"""COCO-format datasets evaluated with pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions
+from fcmbench.errors import FcmbenchError
+
+# COCOeval.stats order, named the way rd.csv columns are.
+STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large")
+KEYPOINT_STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_medium", "mAP_large")
+
+
+class CocoDataset(Dataset):
+    """Images in a folder plus an ``instances_*.json`` ground truth."""
+
+    def __init__(self, images: Path, annotations: Path, name: str = "coco") -> None:
+        self.name = name
+        self.images_dir = Path(images)
+        self.annotations_file = Path(annotations)
+        if not self.images_dir.is_dir():
+            raise FcmbenchError(f"image folder {self.images_dir} does not exist; pass --images DIR")
+        self.coco = load_ground_truth(self.annotations_file)
+        self.iou_types = self._available_iou_types()
+        self._items = [self._item(info) for info in sorted(self.coco.dataset["images"], key=lambda i: i["id"])]
+
+    def _item(self, info: dict) -> DatasetItem:
+        try:
+            return DatasetItem(int(info["id"]), self.images_dir / info["file_name"], int(info["width"]),
+                               int(info["height"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise FcmbenchError(
+                f"annotation file {self.annotations_file}: image entry {info!r:.120} lacks a valid {err}; "
+                "each image needs id, file_name, width and height"
+            ) from None
+
+    def _available_iou_types(self) -> tuple[str, ...]:
+        anns = self.coco.dataset["annotations"]
+        types = ["bbox"]
+        if anns and all("segmentation" in a for a in anns):
+            types.append("segm")
+        if any(c.get("keypoints") for c in self.coco.dataset["categories"]):
+            types.append("keypoints")
+        return tuple(types)
+
+    def items(self) -> list[DatasetItem]:
+        return self._items
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.images_dir}, {self.annotations_file.name})"
+
+    def evaluate(self, results: list[dict], image_ids: list[int], iou_types: tuple[str, ...]) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        for iou_type in iou_types:
+            if iou_type not in self.iou_types:
+                continue
+            scored = [r for r in results if _has(r, iou_type)]
+            metrics.update(evaluate_coco(self.coco, scored, image_ids, iou_type))
+        return metrics
+
+
+def _has(result: dict, iou_type: str) -> bool:
+    return {"bbox": "bbox", "segm": "segmentation", "keypoints": "keypoints"}[iou_type] in result
+
+
+def evaluate_coco(gt: COCO, results: list[dict], image_ids: list[int], iou_type: str) -> dict[str, float]:
+    """pycocotools' COCOeval on ``image_ids``; no detections at all is an AP of 0, as COCO defines it."""
+    names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
+    if not results:
+        return {f"{iou_type}_{n}": 0.0 for n in names}
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iou_type)
+        evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    # COCOeval reports -1 where a size range has no ground truth; keep that as "not available".
+    stats = evaluator.stats[: len(names)]
+    return {f"{iou_type}_{n}": (float(v) if v >= 0 else float("nan")) for n, v in zip(names, stats, strict=True)}
+
+
+def load_ground_truth(path: Path) -> COCO:
+    """Parse and check an annotation file, with one clear message per way it can be wrong."""
+    if not path.is_file():
+        raise FcmbenchError(f"annotation file {path} does not exist; pass --annotations FILE")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise FcmbenchError(f"annotation file {path} is not valid JSON: {err}") from None
+    except UnicodeDecodeError:
+        raise FcmbenchError(f"annotation file {path} is not UTF-8 text") from None
+    if not isinstance(data, dict):
+        raise FcmbenchError(f"annotation file {path} must hold a JSON object with images/annotations/categories")
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
+    if missing:
+        raise FcmbenchError(f"annotation file {path} lacks the list(s) {', '.join(missing)} of the COCO format")
+    image_ids = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
+            raise FcmbenchError(
+                f"annotation file {path}: annotation {ann!r:.120} needs image_id, category_id and bbox"
+            )
+        if ann["image_id"] not in image_ids:
+            raise FcmbenchError(f"annotation file {path}: annotation {ann.get('id')} refers to unknown image "
+                                f"{ann['image_id']}")
+        ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
+        ann.setdefault("iscrowd", 0)
+    gt = COCO()
+    gt.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt.createIndex()
+    return gt
+
+
+def coco(options: DatasetOptions) -> CocoDataset:
+    """COCO 2017: ``--data-root`` with ``val2017/`` and ``annotations/instances_val2017.json``, or an
+    explicit ``--images DIR --annotations FILE`` pair."""
+    split = options.split or "val2017"
+    if options.images or options.annotations:
+        if not (options.images and options.annotations):
+            raise FcmbenchError("give both --images DIR and --annotations FILE, or --data-root for the COCO layout")
+        return CocoDataset(options.images, options.annotations)
+    if options.root is None:
+        raise FcmbenchError(
+            "dataset 'coco' needs --data-root DIR (holding val2017/ and annotations/instances_val2017.json) "
+            "or --images DIR --annotations FILE"
+        )
+    root = Path(options.root)
+    return CocoDataset(root / split, root / "annotations" / f"instances_{split}.json")

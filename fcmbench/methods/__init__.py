@@ -1,0 +1,1 @@
+"""Feature codecs: one file per method, named after it."""

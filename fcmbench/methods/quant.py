@@ -1,0 +1,74 @@
+"""``quant``: per-level uniform quantization to k bits, min/max in the stream, then zlib.
+
+A simple, honest baseline: its rate points are bit depths. Samples are stored byte-aligned (uint8 up
+to 8 bits, uint16 above) because zlib finds the unused high bits cheaper than bit-packing would.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+import torch
+
+from fcmbench.bitstream import Container
+from fcmbench.codec import Codec, RatePoint
+from fcmbench.errors import FcmbenchError
+from fcmbench.featureset import FeatureSet
+from fcmbench.tensorio import array_from, pack_shape, to_numpy, unpack_shape
+
+RANGE = struct.Struct(">2f")
+
+
+class QuantCodec(Codec):
+    name = "quant"
+    display_name = "quant (uniform k-bit + zlib)"
+
+    @classmethod
+    def rate_points(cls) -> list[RatePoint]:
+        return [RatePoint(f"{k}bit", k) for k in (2, 3, 4, 5, 6, 8)]
+
+    def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:
+        bits = int(rate.value)
+        if not 1 <= bits <= 16:
+            raise FcmbenchError(f"quant: bit depth must be 1..16, got {bits}")
+        segments = {level: quantize_level(to_numpy(t), bits) for level, t in x.items()}
+        return Container(self.name, x.original_size, x.input_size, bytes([bits]), segments).to_bytes()
+
+    def decode(self, data: bytes) -> FeatureSet:
+        box = Container.from_bytes(data, expected_codec=self.name)
+        if len(box.header) != 1 or not 1 <= box.header[0] <= 16:
+            raise FcmbenchError("corrupt bitstream: quant header must hold one bit depth in 1..16")
+        bits = box.header[0]
+        levels = {level: dequantize_level(payload, bits, level) for level, payload in box.segments.items()}
+        return FeatureSet(levels, box.original_size, box.input_size)
+
+
+def sample_dtype(bits: int) -> str:
+    return "u1" if bits <= 8 else "<u2"
+
+
+def quantize_level(values: np.ndarray, bits: int) -> bytes:
+    low, high = float(values.min()), float(values.max())
+    # Round-trip the range through float32 so encoder and decoder use the very same numbers.
+    low, high = RANGE.unpack(RANGE.pack(low, high))
+    top = (1 << bits) - 1
+    scale = (high - low) or 1.0
+    levels = np.clip(np.rint((values - low) / scale * top), 0, top).astype(sample_dtype(bits))
+    return pack_shape(values.shape) + RANGE.pack(low, high) + zlib.compress(levels.tobytes(), 9)
+
+
+def dequantize_level(payload: bytes, bits: int, level: str) -> torch.Tensor:
+    shape, offset = unpack_shape(payload)
+    if len(payload) < offset + RANGE.size:
+        raise FcmbenchError(f"corrupt bitstream: level {level!r} is too short for its min/max")
+    low, high = RANGE.unpack_from(payload, offset)
+    try:
+        raw = zlib.decompress(payload[offset + RANGE.size :])
+    except zlib.error as err:
+        raise FcmbenchError(f"corrupt bitstream: level {level!r} does not inflate ({err})") from None
+    levels = array_from(raw, sample_dtype(bits), shape, f"level {level!r}")
+    top = (1 << bits) - 1
+    values = levels.astype(np.float32) / np.float32(top) * np.float32(high - low) + np.float32(low)
+    return torch.from_numpy(values)

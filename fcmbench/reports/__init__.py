@@ -1,0 +1,1 @@
+"""Reports: RD tables, BD-rate tables (and, later, the HTML page)."""

@@ -1,0 +1,125 @@
+"""RD points and BD-rates as pandas tables, read from one or more results stores."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from fcmbench.errors import FcmbenchError
+from fcmbench.metrics import BDRateUnavailable, bd_rate, bpp
+from fcmbench.store import Store
+
+ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
+KEYS = ["dataset", "task_model", "setup"]
+
+
+def rd_table(folders: list[Path]) -> pd.DataFrame:
+    """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins."""
+    rows = []
+    for folder in folders:
+        store = Store(folder, create=False)
+        try:
+            rows += _rd_rows(store)
+        finally:
+            store.close()
+    if not rows:
+        raise FcmbenchError(f"no evaluated results in {', '.join(map(str, folders))}; run `fcmbench run` first")
+    frame = pd.DataFrame(rows).sort_values("evaluated_at")
+    frame = frame.drop_duplicates(["setup", "method", "rate"], keep="last")
+    return frame.sort_values(["dataset", "task_model", "method", "bpp"]).reset_index(drop=True)
+
+
+def _rd_rows(store: Store) -> list[dict]:
+    timing = {(r["setup"], r["method"], r["rate"]): r for r in store.query(
+        "SELECT setup, method, rate, AVG(encode_s) AS enc, AVG(decode_s) AS dec FROM items "
+        "GROUP BY setup, method, rate")}
+    rows = []
+    for r in store.query(
+            "SELECT e.*, s.dataset, s.task_model FROM evaluations e JOIN setups s USING (setup)"):
+        t = timing.get((r["setup"], r["method"], r["rate"]))
+        rows.append({"dataset": r["dataset"], "task_model": r["task_model"], "setup": r["setup"],
+                     "method": r["method"], "rate": r["rate"], "rate_value": r["rate_value"],
+                     "n_images": r["n_images"], "bpp": bpp(r["bits"], r["pixels"]) if r["pixels"] else math.nan,
+                     **json.loads(r["metrics"]),
+                     "encode_s": t["enc"] if t else math.nan, "decode_s": t["dec"] if t else math.nan,
+                     "evaluated_at": r["evaluated_at"]})
+    return rows
+
+
+def metric_columns(rd: pd.DataFrame) -> list[str]:
+    return [c for c in rd.columns if c.split("_")[0] in ("bbox", "segm", "keypoints")]
+
+
+def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
+    methods = set(rd["method"])
+    if anchor is not None:
+        if anchor not in methods:
+            raise FcmbenchError(f"anchor {anchor!r} has no results here; methods with results: "
+                                f"{', '.join(sorted(methods))}")
+        return anchor
+    return next((m for m in ANCHOR_PREFERENCE if m in methods), None)
+
+
+def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: list[str] | None = None) -> pd.DataFrame:
+    """BD-rate of every method against ``anchor``, per setup and accuracy metric; a reason where none exists."""
+    metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP") if m in rd.columns]
+    rows = []
+    for (dataset, task_model, _), group in rd.groupby(KEYS):
+        base = group[group["method"] == anchor]
+        for method, curve in group.groupby("method"):
+            if method == anchor:
+                continue
+            for metric in metrics:
+                rows.append({"dataset": dataset, "task_model": task_model, "method": method, "anchor": anchor,
+                             "metric": metric, **_bd_cell(base, curve, metric, bd_method)})
+    return pd.DataFrame(rows, columns=["dataset", "task_model", "method", "anchor", "metric", "bd_rate_pct",
+                                       "anchor_points", "test_points", "note"])
+
+
+def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: str) -> dict:
+    used = {"anchor_points": " ".join(base["rate"]), "test_points": " ".join(curve["rate"])}
+    if base.empty:
+        return {"bd_rate_pct": math.nan, **used, "note": "anchor has no results for this dataset and task model"}
+    try:
+        value = bd_rate(base["bpp"], base[metric], curve["bpp"], curve[metric], bd_method)
+    except BDRateUnavailable as reason:
+        return {"bd_rate_pct": math.nan, **used, "note": str(reason)}
+    return {"bd_rate_pct": round(value, 3), **used, "note": ""}
+
+
+def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    rd.drop(columns=["setup", "evaluated_at"]).to_csv(out / "rd.csv", index=False, float_format="%.6g")
+    if bd is not None:
+        bd.to_csv(out / "bd_rate.csv", index=False, float_format="%.6g")
+
+
+def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:
+    """One RD table per dataset x task model, then the BD-rates."""
+    metrics = [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]
+    for (dataset, task_model, _), group in rd.groupby(KEYS):
+        table = Table(title=f"RD points: {dataset} / {task_model}")
+        for column in ["method", "rate", "images", "bpp", *metrics, "enc s/img", "dec s/img"]:
+            table.add_column(column, justify="left" if column in ("method", "rate") else "right")
+        for _, row in group.iterrows():
+            table.add_row(row["method"], str(row["rate"]), str(row["n_images"]), f"{row['bpp']:.4f}",
+                          *(_fmt(row[m]) for m in metrics), f"{row['encode_s']:.3f}", f"{row['decode_s']:.3f}")
+        console.print(table)
+    if bd is None or bd.empty:
+        return
+    table = Table(title=f"BD-rate against {bd['anchor'].iloc[0]} (negative = fewer bits for the same accuracy)")
+    for column in ["dataset", "task_model", "method", "metric", "BD-rate %", "note"]:
+        table.add_column(column)
+    for _, row in bd.iterrows():
+        value = "n/a" if math.isnan(row["bd_rate_pct"]) else f"{row['bd_rate_pct']:+.2f}"
+        table.add_row(row["dataset"], row["task_model"], row["method"], row["metric"], value, row["note"])
+    console.print(table)
+
+
+def _fmt(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"

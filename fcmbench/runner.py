@@ -1,0 +1,229 @@
+"""The runner: methods x rate points x images, each work item run once and recorded as it finishes."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from fcmbench import registry
+from fcmbench.codec import Codec, CodecOptions, RatePoint
+from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions, file_digest, load_image
+from fcmbench.datasets.shapes import default_cache
+from fcmbench.errors import FcmbenchError
+from fcmbench.featureset import FeatureSet
+from fcmbench.store import ItemResult, Store, image_set_key
+from fcmbench.tasks.base import TaskModel, TaskModelOptions
+
+LIBRARIES = ("torch", "torchvision", "compressai", "numpy", "pycocotools", "scipy", "pandas")
+
+
+@dataclass
+class RunConfig:
+    methods: list[str]
+    dataset: str
+    out: Path
+    task_model: str | None = None
+    weights: str | None = None
+    rates: list[str] | None = None
+    limit: int | None = None
+    device: str = "auto"
+    checkpoints: Path | None = None
+    cache: Path | None = None
+    dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+    command: str = ""
+
+
+DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise FcmbenchError(f"--device {requested}: no CUDA device is available here; use --device cpu")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise FcmbenchError(f"--device {requested!r} is not one of auto, cpu, cuda, cuda:N")
+    return requested
+
+
+def select_rates(codec: type[Codec], wanted: list[str] | None) -> list[RatePoint]:
+    """The codec's rate points, or those whose labels the user named (labels unknown to all codecs fail)."""
+    points = codec.rate_points()
+    if not wanted:
+        return points
+    return [p for p in points if p.label in wanted]
+
+
+class Runner:
+    def __init__(self, config: RunConfig, console: Console | None = None) -> None:
+        self.config = config
+        self.console = console or Console(stderr=True)
+        self.device = pick_device(config.device)
+        self.dataset: Dataset = registry.datasets.get(config.dataset)(config.dataset_options)
+        task_name = config.task_model or DEFAULT_TASK_MODELS.get(config.dataset, "faster_rcnn_r50_fpn")
+        self.task: TaskModel = registry.task_models.get(task_name)(TaskModelOptions(config.weights, self.device))
+        options = CodecOptions(device=self.device, task_model=self.task.name, checkpoints=config.checkpoints)
+        self.codecs = {name: registry.methods.get(name)(options) for name in config.methods}
+        self.rates = {name: select_rates(type(codec), config.rates) for name, codec in self.codecs.items()}
+        self._check_rates()
+        self.items = self._selected_items()
+        self.cache = (config.cache or default_cache()) / "features"
+
+    def _check_rates(self) -> None:
+        if not self.config.rates:
+            return
+        known = {p.label for codec in self.codecs.values() for p in codec.rate_points()}
+        unknown = [label for label in self.config.rates if label not in known]
+        if unknown:
+            raise FcmbenchError(f"rate point(s) {', '.join(unknown)} belong to none of the methods; "
+                                f"known labels: {', '.join(sorted(known))}")
+
+    def _selected_items(self) -> list[DatasetItem]:
+        items = self.dataset.items()
+        if self.config.limit is not None:
+            if self.config.limit < 1:
+                raise FcmbenchError("--limit must be at least 1")
+            items = items[: self.config.limit]
+        if not items:
+            raise FcmbenchError(f"dataset {self.dataset.describe()} has no images")
+        missing = [str(i.path) for i in items if not i.path.is_file()]
+        if missing:
+            raise FcmbenchError(f"{len(missing)} image file(s) listed in the annotations are missing, e.g. "
+                                f"{missing[0]}; check --images / --data-root")
+        return items
+
+    def setup_description(self) -> dict:
+        return {"dataset": self.dataset.describe(), "task_model": self.task.name,
+                "weights": self.task.weights_id, "preprocessing": self.task.preprocessing_id()}
+
+    def provenance(self) -> dict:
+        versions = {}
+        for lib in ("fcmbench",) + LIBRARIES:
+            try:
+                versions[lib] = version(lib)
+            except PackageNotFoundError:
+                versions[lib] = None
+        return {"command": self.config.command or " ".join(sys.argv), "versions": versions,
+                "python": platform.python_version(), "platform": platform.platform(),
+                "task_model": self.task.name, "weights": self.task.weights_id,
+                "warnings": list(self.task.warnings), "dataset": self.dataset.describe(),
+                "images": len(self.items), "device": self.device,
+                "methods": {n: type(c).label() for n, c in self.codecs.items()}}
+
+    def run(self, store: Store) -> int:
+        """Run every unfinished item, then evaluate; returns how many items were computed."""
+        setup = store.add_setup(self.dataset.name, self.task.name, self.setup_description())
+        store.add_run(setup, self.provenance())
+        done = store.finished(setup)
+        plan = [(m, r) for m in self.codecs for r in self.rates[m]]
+        total = len(plan) * len(self.items)
+        computed = 0
+        with self._progress() as progress:
+            already = sum((m, r.label, i.image_id) in done for m, r in plan for i in self.items)
+            bar = progress.add_task("items", total=total, completed=already)
+            for item in self.items:
+                todo = [(m, r) for m, r in plan if (m, r.label, item.image_id) not in done]
+                if not todo:
+                    continue
+                work = ImageWork(item, self.task, self.cache)
+                for method, rate in todo:
+                    progress.update(bar, description=f"{method} {rate.label} image {item.image_id}")
+                    store.add_item(setup, work.run(method, self.codecs[method], rate))
+                    computed += 1
+                    progress.advance(bar)
+        self.evaluate(store, setup)
+        return computed
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+                        TimeRemainingColumn(), console=self.console, transient=False)
+
+    def evaluate(self, store: Store, setup: str) -> None:
+        image_ids = [i.image_id for i in self.items]
+        image_set = image_set_key(image_ids)
+        iou_types = tuple(t for t in self.task.iou_types if t in self.dataset.iou_types)
+        for method, points in self.rates.items():
+            for rate in points:
+                if store.has_evaluation(setup, method, rate.label, image_set):
+                    continue
+                rows = store.items(setup, method, rate.label, image_ids)
+                results = [p for row in rows for p in row["predictions"]]
+                metrics = self.dataset.evaluate(results, image_ids, iou_types)
+                store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
+                                     8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics)
+
+
+class ImageWork:
+    """Everything done for one image: its pixels and front features are computed at most once."""
+
+    def __init__(self, item: DatasetItem, task: TaskModel, cache: Path) -> None:
+        self.item = item
+        self.task = task
+        self.cache = cache
+        self._image: torch.Tensor | None = None
+        self._features: FeatureSet | None = None
+        self.front_s = 0.0
+
+    @property
+    def image(self) -> torch.Tensor:
+        if self._image is None:
+            self._image = load_image(self.item)
+        return self._image
+
+    def features(self) -> FeatureSet:
+        if self._features is None:
+            self._features = self._cached_features()
+        return self._features
+
+    def _cache_path(self) -> Path:
+        parts = [self.task.name, self.task.weights_id, self.task.preprocessing_id(), file_digest(self.item.path)]
+        key = "|".join(parts)
+        return self.cache / f"{hashlib.sha256(key.encode()).hexdigest()}.pt"
+
+    def _cached_features(self) -> FeatureSet:
+        path = self._cache_path()
+        if path.is_file():
+            try:
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                return FeatureSet(saved["levels"], tuple(saved["original_size"]), tuple(saved["input_size"]))
+            except Exception:  # a damaged cache entry is recomputed, never trusted
+                path.unlink(missing_ok=True)
+        start = time.perf_counter()
+        features = self.task.front(self.image)
+        self.front_s = time.perf_counter() - start
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save({"levels": features.levels, "original_size": list(features.original_size),
+                    "input_size": list(features.input_size)}, partial)
+        partial.replace(path)
+        return features
+
+    def run(self, method: str, codec: Codec, rate: RatePoint) -> ItemResult:
+        source = self.image if codec.kind == "image" else self.features()
+        start = time.perf_counter()
+        data = codec.encode(source, rate)
+        encoded = time.perf_counter()
+        decoded = codec.decode(data)
+        decode_s = time.perf_counter() - encoded
+        front_s = self.front_s
+        if codec.kind == "image":
+            start_front = time.perf_counter()
+            decoded = self.task.front(decoded)
+            front_s = time.perf_counter() - start_front
+        start_back = time.perf_counter()
+        prediction = self.task.back(decoded)
+        back_s = time.perf_counter() - start_back
+        return ItemResult(
+            method=method, rate=rate.label, image_id=self.item.image_id, rate_value=rate.value,
+            pixels=self.item.width * self.item.height, bytes=len(data), bytes_per_level=codec.bytes_per_level(data),
+            encode_s=encoded - start, decode_s=decode_s, front_s=front_s, back_s=back_s,
+            predictions=self.task.to_coco_results(self.item.image_id, prediction))

@@ -1,0 +1,122 @@
+"""The results store: SQLite in WAL mode, one transaction per finished item."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fcmbench.errors import FcmbenchError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS setups (
+    setup TEXT PRIMARY KEY, dataset TEXT, task_model TEXT, description TEXT);
+CREATE TABLE IF NOT EXISTS items (
+    setup TEXT, method TEXT, rate TEXT, image_id INTEGER,
+    rate_value REAL, pixels INTEGER, bytes INTEGER, bytes_per_level TEXT,
+    encode_s REAL, decode_s REAL, front_s REAL, back_s REAL, predictions TEXT, finished_at TEXT,
+    PRIMARY KEY (setup, method, rate, image_id));
+CREATE TABLE IF NOT EXISTS evaluations (
+    setup TEXT, method TEXT, rate TEXT, image_set TEXT, rate_value REAL, n_images INTEGER,
+    bits INTEGER, pixels INTEGER, metrics TEXT, evaluated_at TEXT,
+    PRIMARY KEY (setup, method, rate, image_set));
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, setup TEXT, started_at TEXT, provenance TEXT);
+"""
+
+DB_NAME = "results.sqlite"
+
+
+@dataclass
+class ItemResult:
+    method: str
+    rate: str
+    image_id: int
+    rate_value: float
+    pixels: int
+    bytes: int
+    bytes_per_level: dict[str, int]
+    encode_s: float
+    decode_s: float
+    front_s: float
+    back_s: float
+    predictions: list[dict]
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def image_set_key(image_ids: list[int]) -> str:
+    return hashlib.sha256(json.dumps(sorted(image_ids)).encode()).hexdigest()[:16]
+
+
+class Store:
+    def __init__(self, folder: Path, create: bool = True) -> None:
+        self.path = Path(folder) / DB_NAME
+        if not create and not self.path.is_file():
+            raise FcmbenchError(f"no results in {folder} (missing {DB_NAME}); run `fcmbench run --out {folder}` first")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as err:
+            raise FcmbenchError(f"results store {self.path} is not a readable SQLite file: {err}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add_setup(self, dataset: str, task_model: str, description: dict) -> str:
+        """A setup is one dataset + task model (+ weights, preprocessing); its id keys every item."""
+        text = json.dumps(description, sort_keys=True)
+        setup = hashlib.sha256(text.encode()).hexdigest()[:16]
+        with self.db:
+            self.db.execute("INSERT OR IGNORE INTO setups VALUES (?, ?, ?, ?)", (setup, dataset, task_model, text))
+        return setup
+
+    def add_run(self, setup: str, provenance: dict) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO runs (setup, started_at, provenance) VALUES (?, ?, ?)",
+                            (setup, now(), json.dumps(provenance, sort_keys=True)))
+
+    def finished(self, setup: str) -> set[tuple[str, str, int]]:
+        rows = self.db.execute("SELECT method, rate, image_id FROM items WHERE setup = ?", (setup,))
+        return {(m, r, i) for m, r, i in rows}
+
+    def add_item(self, setup: str, item: ItemResult) -> None:
+        with self.db:  # one transaction: an item is either fully recorded or absent
+            self.db.execute(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (setup, item.method, item.rate, item.image_id, item.rate_value, item.pixels, item.bytes,
+                 json.dumps(item.bytes_per_level), item.encode_s, item.decode_s, item.front_s, item.back_s,
+                 json.dumps(item.predictions), now()))
+
+    def items(self, setup: str, method: str, rate: str, image_ids: list[int]) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT image_id, pixels, bytes, predictions FROM items WHERE setup=? AND method=? AND rate=?",
+            (setup, method, rate))
+        wanted = set(image_ids)
+        return [dict(image_id=i, pixels=p, bytes=b, predictions=json.loads(pr)) for i, p, b, pr in rows if i in wanted]
+
+    def has_evaluation(self, setup: str, method: str, rate: str, image_set: str) -> bool:
+        row = self.db.execute("SELECT 1 FROM evaluations WHERE setup=? AND method=? AND rate=? AND image_set=?",
+                              (setup, method, rate, image_set)).fetchone()
+        return row is not None
+
+    def add_evaluation(self, setup: str, method: str, rate: str, image_set: str, rate_value: float,
+                       n_images: int, bits: int, pixels: int, metrics: dict[str, float]) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (setup, method, rate, image_set, rate_value, n_images, bits, pixels,
+                             json.dumps(metrics), now()))
+
+    def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        try:
+            return self.db.execute(sql, params).fetchall()
+        finally:
+            self.db.row_factory = None

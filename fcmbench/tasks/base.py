@@ -1,0 +1,91 @@
+"""The split task-model interface: ``front(image) -> FeatureSet`` and ``back(FeatureSet) -> prediction``."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from fcmbench.featureset import FeatureSet
+
+
+@dataclass
+class TaskModelOptions:
+    """``weights``: None for the model's default weights, "none" for random ones, or a file path."""
+
+    weights: str | None = None
+    device: str = "cpu"
+
+
+class TaskModel(ABC):
+    """A detector cut after its feature pyramid.
+
+    Predictions are dicts of tensors in original image coordinates, torchvision style: ``boxes`` (xyxy),
+    ``labels``, ``scores`` and optionally ``masks`` and ``keypoints``.
+    """
+
+    name: str
+    iou_types: tuple[str, ...] = ("bbox",)
+    weights_id: str = ""
+    warnings: tuple[str, ...] = ()
+
+    @property
+    @abstractmethod
+    def level_names(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def front(self, image: torch.Tensor) -> FeatureSet:
+        """Float RGB ``[3, H, W]`` in [0, 1] -> features (on the CPU)."""
+
+    @abstractmethod
+    def back(self, features: FeatureSet) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The unsplit network, for checking that the split changes nothing."""
+
+    @abstractmethod
+    def preprocessing_id(self) -> str:
+        """Everything between the image file and the front that changes the features."""
+
+    def category_id(self, label: int) -> int:
+        """Dataset category id of a network label (torchvision's COCO models use COCO ids directly)."""
+        return int(label)
+
+    def to_coco_results(self, image_id: int, prediction: dict[str, torch.Tensor]) -> list[dict]:
+        return prediction_to_coco(image_id, prediction, self.category_id)
+
+
+def prediction_to_coco(image_id: int, prediction: dict[str, torch.Tensor], category_id) -> list[dict]:
+    """torchvision-style prediction -> COCO result dicts (masks as RLE, keypoints flattened)."""
+    boxes = prediction["boxes"].detach().cpu().double().numpy()
+    scores = prediction["scores"].detach().cpu().double().numpy()
+    labels = prediction["labels"].detach().cpu().numpy()
+    masks = prediction.get("masks")
+    keypoints = prediction.get("keypoints")
+    results = []
+    for i, (box, score, label) in enumerate(zip(boxes, scores, labels, strict=True)):
+        x0, y0, x1, y1 = (round(float(v), 3) for v in box)
+        result = {"image_id": int(image_id), "category_id": category_id(int(label)),
+                  "bbox": [x0, y0, round(x1 - x0, 3), round(y1 - y0, 3)], "score": round(float(score), 5)}
+        if masks is not None:
+            binary = (masks[i, 0] > 0.5).cpu().numpy().astype(np.uint8)
+            rle = mask_utils.encode(np.asfortranarray(binary))
+            result["segmentation"] = {"size": list(rle["size"]), "counts": rle["counts"].decode()}
+        if keypoints is not None:
+            result["keypoints"] = [round(float(v), 2) for v in keypoints[i].detach().cpu().flatten()]
+        results.append(result)
+    return results
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,147 @@
+"""torchvision R-CNNs (Faster, Mask, Keypoint; R50-FPN) split after the backbone (P2..P6)."""
+
+from __future__ import annotations
+
+import hashlib
+import urllib.error
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torchvision.models import detection
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.image_list import ImageList
+
+from fcmbench.errors import FcmbenchError
+from fcmbench.featureset import FeatureSet
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, file_sha256
+
+RANDOM_WEIGHTS_WARNING = "task model uses RANDOM weights (--weights none): accuracies are meaningless"
+
+
+class TorchvisionRCNN(TaskModel):
+    """Any torchvision ``GeneralizedRCNN`` with an FPN backbone, cut between backbone and RPN."""
+
+    def __init__(self, name: str, model: GeneralizedRCNN, weights_id: str, device: str = "cpu",
+                 warnings: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.model = model.eval().to(device)
+        self.device = device
+        self.weights_id = weights_id
+        self.warnings = warnings
+        self.iou_types = ("bbox",) + (("segm",) if model.roi_heads.has_mask() else ()) + (
+            ("keypoints",) if model.roi_heads.has_keypoint() else ())
+        self._levels = _fpn_names(self.model)
+
+    @property
+    def level_names(self) -> tuple[str, ...]:
+        return self._levels
+
+    @torch.inference_mode()
+    def front(self, image: torch.Tensor) -> FeatureSet:
+        images, _ = self.model.transform([image.to(self.device)])
+        features = self.model.backbone(images.tensors)
+        levels = {name: tensor[0].float().cpu() for name, tensor in features.items()}
+        return FeatureSet(levels, tuple(image.shape[-2:]), tuple(images.image_sizes[0]))
+
+    @torch.inference_mode()
+    def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:
+        missing = [name for name in self.level_names if name not in features]
+        if missing:
+            raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
+        batch = OrderedDict((name, features[name][None].to(self.device)) for name in self.level_names)
+        image_list = ImageList(self._padded_placeholder(features.input_size), [features.input_size])
+        proposals, _ = self.model.rpn(image_list, batch)
+        detections, _ = self.model.roi_heads(batch, proposals, image_list.image_sizes)
+        detections = self.model.transform.postprocess(detections, image_list.image_sizes,
+                                                      [features.original_size])
+        return {key: value.cpu() for key, value in detections[0].items()}
+
+    def _padded_placeholder(self, input_size: tuple[int, int]) -> torch.Tensor:
+        # The RPN's anchor generator reads only the padded batch shape; a zero-stride view costs nothing.
+        step = self.model.transform.size_divisible
+        height, width = (-(-side // step) * step for side in input_size)
+        return torch.zeros(1, device=self.device).expand(1, 3, height, width)
+
+    @torch.inference_mode()
+    def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        output = self.model([image.to(self.device)])[0]
+        return {key: value.cpu() for key, value in output.items()}
+
+    def preprocessing_id(self) -> str:
+        t = self.model.transform
+        return f"resize{t.min_size}-{t.max_size}-mean{list(t.image_mean)}-std{list(t.image_std)}-div{t.size_divisible}"
+
+
+def _fpn_names(model: GeneralizedRCNN) -> tuple[str, ...]:
+    # Run a tiny tensor through the backbone once: the names come from the network itself.
+    with torch.inference_mode():
+        probe = next(model.parameters())
+        out = model.backbone(torch.zeros(1, 3, 64, 64, device=probe.device, dtype=probe.dtype))
+    return tuple(out)
+
+
+def build(name: str, builder: Callable, weights_enum, options: TaskModelOptions, **kwargs) -> TorchvisionRCNN:
+    """Build from the weight enum (downloads where there is internet), a local file, or random weights."""
+    notes: tuple[str, ...] = ()
+    if options.weights == "none":
+        warnings.warn(RANDOM_WEIGHTS_WARNING, stacklevel=2)
+        torch.manual_seed(0)
+        model = builder(weights=None, weights_backbone=None, **kwargs)
+        weights_id, notes = "random-seed0", (RANDOM_WEIGHTS_WARNING,)
+    elif options.weights:
+        model = builder(weights=None, weights_backbone=None, **kwargs)
+        weights_id = load_local_weights(model, Path(options.weights), name)
+    else:
+        weights = weights_enum.DEFAULT
+        try:
+            model = builder(weights=weights, **kwargs)
+        except (urllib.error.URLError, OSError, RuntimeError) as err:
+            raise FcmbenchError(
+                f"could not get torchvision weights {weights} for {name} ({type(err).__name__}: {err}). "
+                "Without internet, pass --weights PATH to a local state dict, or --weights none for random weights."
+            ) from None
+        weights_id = f"{weights}:{hashlib.sha256(weights.url.encode()).hexdigest()[:16]}"
+    return TorchvisionRCNN(name, model, weights_id, options.device, notes)
+
+
+def load_local_weights(model: torch.nn.Module, path: Path, name: str) -> str:
+    """Load a state dict file into ``model`` strictly; returns the file's SHA-256."""
+    if not path.is_file():
+        raise FcmbenchError(f"weights file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FcmbenchError(f"weights file {path} is not a PyTorch checkpoint: {err}") from None
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = str(err).splitlines()[:3]
+        raise FcmbenchError(
+            f"weights file {path} does not fit task model {name}: {' '.join(first)}"
+        ) from None
+    return file_sha256(path)
+
+
+def faster_rcnn_r50_fpn(options: TaskModelOptions) -> TorchvisionRCNN:
+    return build("faster_rcnn_r50_fpn", detection.fasterrcnn_resnet50_fpn,
+                 detection.FasterRCNN_ResNet50_FPN_Weights, options)
+
+
+def faster_rcnn_r50_fpn_v2(options: TaskModelOptions) -> TorchvisionRCNN:
+    return build("faster_rcnn_r50_fpn_v2", detection.fasterrcnn_resnet50_fpn_v2,
+                 detection.FasterRCNN_ResNet50_FPN_V2_Weights, options)
+
+
+def mask_rcnn_r50_fpn(options: TaskModelOptions) -> TorchvisionRCNN:
+    return build("mask_rcnn_r50_fpn", detection.maskrcnn_resnet50_fpn,
+                 detection.MaskRCNN_ResNet50_FPN_Weights, options)
+
+
+def keypoint_rcnn_r50_fpn(options: TaskModelOptions) -> TorchvisionRCNN:
+    return build("keypoint_rcnn_r50_fpn", detection.keypointrcnn_resnet50_fpn,
+                 detection.KeypointRCNN_ResNet50_FPN_Weights, options)

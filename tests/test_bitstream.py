@@ -1,0 +1,45 @@
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fcmbench.bitstream import HEADER_KEY, Container
+from fcmbench.errors import FcmbenchError
+
+names = st.text(min_size=1, max_size=12)
+sizes = st.tuples(st.integers(1, 65535), st.integers(1, 65535))
+
+
+@given(codec=names, original=sizes, network=sizes, header=st.binary(max_size=64),
+       segments=st.dictionaries(names, st.binary(max_size=256), max_size=8))
+def test_container_round_trip_and_counts(codec, original, network, header, segments):
+    box = Container(codec, original, network, header, segments)
+    data = box.to_bytes()
+    back = Container.from_bytes(data, expected_codec=codec)
+    assert back == box
+    sizes = back.bytes_per_segment()
+    assert sum(sizes.values()) == len(data)
+    assert all(sizes[name] == len(payload) for name, payload in segments.items())
+    assert sizes[HEADER_KEY] > 0
+
+
+@given(data=st.binary(max_size=64))
+def test_random_bytes_never_crash_the_parser(data):
+    try:
+        Container.from_bytes(data)
+    except FcmbenchError:
+        pass
+
+
+@given(cut=st.integers(0, 40))
+def test_truncation_is_reported(cut):
+    data = Container("raw", (4, 4), (4, 4), b"hdr", {"0": b"x" * 20}).to_bytes()
+    with pytest.raises(FcmbenchError, match="corrupt bitstream|truncated"):
+        Container.from_bytes(data[:cut])
+
+
+def test_wrong_codec_and_trailing_bytes_are_rejected():
+    data = Container("quant", (4, 4), (4, 4)).to_bytes()
+    with pytest.raises(FcmbenchError, match="written by codec 'quant'"):
+        Container.from_bytes(data, expected_codec="raw")
+    with pytest.raises(FcmbenchError, match="unexpected bytes"):
+        Container.from_bytes(data + b"\0")
