@@ -1,0 +1,112 @@
+"""The CLI end to end, as a user runs it (subprocesses)."""
+
+import csv
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def rows(path):
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def item_count(out):
+    with sqlite3.connect(out / "results.sqlite") as db:
+        return db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+
+
+def coco_args(tiny_coco):
+    return ["--dataset", "coco", "--images", tiny_coco[0], "--annotations", tiny_coco[1],
+            "--task-model", "shapes_rcnn", "--weights", "none"]
+
+
+def test_list_shows_methods_rates_models_datasets():
+    out = run_cli("list").stdout
+    for word in ("raw", "quant", "2bit", "float32", "shapes_rcnn", "mask_rcnn_r50_fpn", "coco", "shapes"):
+        assert word in out
+
+
+def test_run_report_and_resume(tmp_path, tiny_coco):
+    out = tmp_path / "run"
+    args = ["run", "--methods", "raw,quant", "--out", out, *coco_args(tiny_coco), "--limit", "4"]
+    first = run_cli(*args)
+    assert "28 item(s) computed" in first.stderr
+    assert item_count(out) == 28
+    report = run_cli("report", "--out", out)
+    assert "RD points" in report.stdout and "BD-rate against quant" in report.stdout
+    rd = rows(out / "rd.csv")
+    assert {"method", "rate", "bpp", "bbox_mAP", "bbox_mAP50", "segm_mAP"} <= set(rd[0])
+    assert len(rd) == 7
+    quant = sorted((r for r in rd if r["method"] == "quant"), key=lambda r: float(r["bpp"]))
+    assert [r["rate"] for r in quant] == ["2bit", "3bit", "4bit", "5bit", "6bit", "8bit"]
+    raw = next(r for r in rd if r["method"] == "raw")
+    assert float(raw["bpp"]) > float(quant[-1]["bpp"])
+    bd = rows(out / "bd_rate.csv")
+    assert bd[0]["method"] == "raw" and bd[0]["anchor"] == "quant"
+    assert bd[0]["note"] and not bd[0]["bd_rate_pct"]  # no BD-rate possible: the reason stands instead
+
+    before = (out / "results.sqlite").stat().st_mtime_ns, item_count(out)
+    again = run_cli(*args)
+    assert "0 item(s) computed" in again.stderr
+    assert item_count(out) == before[1]
+    more = run_cli(*args[:-1], "5")  # one more image: only its items run
+    assert "7 item(s) computed" in more.stderr
+
+
+def test_rates_filter_and_bits_match_bitstreams(tmp_path, tiny_coco):
+    out = tmp_path / "run"
+    run_cli("run", "--methods", "quant", "--rates", "4bit", "--out", out, *coco_args(tiny_coco), "--limit", "2")
+    with sqlite3.connect(out / "results.sqlite") as db:
+        items = db.execute("SELECT rate, bytes, bytes_per_level, pixels FROM items").fetchall()
+        evaluation = db.execute("SELECT bits, pixels FROM evaluations").fetchone()
+    assert {r[0] for r in items} == {"4bit"}
+    for _, size, per_level, _ in items:
+        levels = json.loads(per_level)
+        assert sum(levels.values()) == size and {"0", "1", "2", "3", "pool", "_header"} == set(levels)
+    assert evaluation == (8 * sum(r[1] for r in items), sum(r[3] for r in items))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--methods", "nope"], "unknown method 'nope'; known methods:"),
+    (["--methods", "raw", "--task-model", "yolo"], "unknown task model 'yolo'"),
+    (["--methods", "raw", "--rates", "99bit"], "belong to none of the methods"),
+    (["--methods", "raw", "--device", "cuda:3"], "cuda"),
+])
+def test_bad_arguments_exit_2_with_one_message(tmp_path, tiny_coco, args, message):
+    result = run_cli("run", "--out", tmp_path / "o", *coco_args(tiny_coco), *args, check=False)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_data_exit_2_and_write_nothing_for_the_failed_item(tmp_path, tiny_coco):
+    broken = tmp_path / "annotations.json"
+    broken.write_text('{"images": [')
+    result = run_cli("run", "--methods", "raw", "--out", tmp_path / "a", "--dataset", "coco", "--images",
+                     tiny_coco[0], "--annotations", broken, "--task-model", "shapes_rcnn", check=False)
+    assert result.returncode == 2 and "not valid JSON" in result.stderr
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_coco[0], images)
+    (images / "000002.png").write_bytes(b"garbage")
+    out = tmp_path / "b"
+    result = run_cli("run", "--methods", "raw", "--out", out, "--dataset", "coco", "--images", images,
+                     "--annotations", tiny_coco[1], "--task-model", "shapes_rcnn", "--weights", "none", check=False)
+    assert result.returncode == 2 and "000002.png" in result.stderr and "does not decode" in result.stderr
+    with sqlite3.connect(out / "results.sqlite") as db:
+        assert db.execute("SELECT image_id FROM items").fetchall() == [(1,)]
+
+    (images / "000003.png").unlink()
+    result = run_cli("run", "--methods", "raw", "--out", tmp_path / "c", "--dataset", "coco", "--images", images,
+                     "--annotations", tiny_coco[1], "--task-model", "shapes_rcnn", "--weights", "none", check=False)
+    assert result.returncode == 2 and "missing" in result.stderr
+
+    result = run_cli("report", "--out", tmp_path / "nothing", check=False)
+    assert result.returncode == 2 and "fcmbench run" in result.stderr

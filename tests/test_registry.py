@@ -1,0 +1,52 @@
+import subprocess
+import sys
+
+import pytest
+
+from fcmbench import registry
+from fcmbench.codec import Codec, RatePoint
+from fcmbench.errors import FcmbenchError
+
+
+def test_builtins_are_found_through_entry_points():
+    assert {"raw", "quant"} <= set(registry.methods.names())
+    assert "shapes_rcnn" in registry.task_models.names()
+    assert {"coco", "shapes"} <= set(registry.datasets.names())
+    assert registry.methods.get("quant").rate_points()[0] == RatePoint("2bit", 2)
+
+
+def test_unknown_names_list_the_known_ones():
+    with pytest.raises(FcmbenchError, match=r"unknown method 'nope'; known methods: .*quant.*raw"):
+        registry.methods.resolve("raw,nope")
+    with pytest.raises(FcmbenchError, match="unknown dataset 'kitty'"):
+        registry.datasets.get("kitty")
+
+
+def test_decorator_registers_in_process():
+    local = registry.Registry("method", "fcmbench.tests.none")
+
+    @local.register("identity")
+    class Identity(Codec):
+        name = "identity"
+
+        @classmethod
+        def rate_points(cls):
+            return [RatePoint("id", 0)]
+
+        def encode(self, x, rate):
+            return b""
+
+        def decode(self, data):
+            return None
+
+    assert local.names() == ["identity"]
+    assert local.get("identity") is Identity
+    assert local.resolve("all") == ["identity"]
+
+
+def test_listing_names_imports_no_torch():
+    code = ("import sys; from fcmbench import registry; "
+            "names = registry.methods.names() + registry.task_models.names() + registry.datasets.names(); "
+            "assert 'torch' not in sys.modules, 'listing imported torch'; print(len(names))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
