@@ -9,7 +9,8 @@ from fcmbench.methods.quant import QuantCodec
 from fcmbench.methods.raw import RawCodec
 
 # P2..P6 of a torchvision R-CNN on a 640x480 COCO image resized to 800x1067 (256 channels).
-COCO_LEVELS = {"0": (256, 200, 272), "1": (256, 100, 136), "2": (256, 50, 68), "3": (256, 25, 34), "pool": (256, 13, 17)}
+COCO_LEVELS = {"0": (256, 200, 272), "1": (256, 100, 136), "2": (256, 50, 68), "3": (256, 25, 34),
+               "pool": (256, 13, 17)}
 SHAPES_LEVELS = {"0": (64, 64, 64), "1": (64, 32, 32), "2": (64, 16, 16), "3": (64, 8, 8), "pool": (64, 4, 4)}
 
 
