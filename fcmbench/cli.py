@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import warnings
@@ -107,25 +106,32 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from fcmbench.reports.tables import bd_table, choose_anchor, print_tables, rd_table, write_tables
-    from fcmbench.store import Store
+    from fcmbench.reports.html import render_report
+    from fcmbench.reports.tables import (
+        bd_table,
+        choose_anchor,
+        level_table,
+        print_tables,
+        provenance,
+        rd_table,
+        write_tables,
+    )
 
     runs = args.runs or [args.out]
     rd = rd_table(runs)
     anchor = choose_anchor(rd, args.anchor)
     bd = bd_table(rd, anchor, args.bd_method) if anchor else None
-    write_tables(rd, bd, args.out)
+    written = write_tables(rd, bd, args.out)
+    history = provenance(runs)
+    page = render_report(rd, bd, level_table(runs), history, anchor, args.bd_method, args.out)
     out = stdout_console()
-    for folder in runs:
-        store = Store(folder, create=False)
-        for row in store.query("SELECT DISTINCT provenance FROM runs"):
-            for note in json.loads(row["provenance"]).get("warnings", []):
-                out.print(f"[bold yellow]warning ({folder}):[/] {note}")
-        store.close()
+    for note in sorted({w for run in history for w in run.get("warnings", [])}):
+        out.print(f"[bold yellow]warning:[/] {note}")
     print_tables(rd, bd, out)
     if anchor is None:
         out.print("no BD-rate: no anchor given (--anchor NAME) and none of vtm-feature, vtm-image, quant was run")
-    out.print(f"wrote {args.out / 'rd.csv'}" + (f" and {args.out / 'bd_rate.csv'}" if bd is not None else ""))
+    out.print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
+    out.print(f"report: {page.resolve()}")
 
 
 def cmd_train_task(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from fcmbench.bitstream import HEADER_KEY
 from fcmbench.errors import FcmbenchError
 from fcmbench.metrics import BDRateUnavailable, bd_rate, bpp
 from fcmbench.store import Store
@@ -49,6 +50,53 @@ def _rd_rows(store: Store) -> list[dict]:
                      "encode_s": t["enc"] if t else math.nan, "decode_s": t["dec"] if t else math.nan,
                      "evaluated_at": r["evaluated_at"]})
     return rows
+
+
+def level_table(folders: list[Path]) -> pd.DataFrame:
+    """Bits per pixel of each container segment (FPN level or header) per (setup, method, rate point)."""
+    rows = []
+    for folder in folders:
+        store = Store(folder, create=False)
+        try:
+            for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level FROM items"):
+                for level, size in json.loads(r["bytes_per_level"]).items():
+                    rows.append({"setup": r["setup"], "method": r["method"], "rate": r["rate"],
+                                 "level": "header" if level == HEADER_KEY else level,
+                                 "bits": 8 * size, "pixels": r["pixels"]})
+        finally:
+            store.close()
+    frame = pd.DataFrame(rows, columns=["setup", "method", "rate", "level", "bits", "pixels"])
+    totals = frame.groupby(["setup", "method", "rate", "level"], sort=False)[["bits", "pixels"]].sum().reset_index()
+    # pixels are summed once per level, so the ratio is the level's share of the dataset bpp
+    totals["bpp"] = totals["bits"] / totals["pixels"]
+    return totals
+
+
+def provenance(folders: list[Path]) -> list[dict]:
+    """The newest run's provenance per results folder and setup."""
+    found = []
+    for folder in folders:
+        store = Store(folder, create=False)
+        try:
+            for r in store.query("SELECT setup, provenance, started_at FROM runs r1 WHERE id = "
+                                 "(SELECT MAX(id) FROM runs r2 WHERE r2.setup = r1.setup)"):
+                found.append({"folder": str(folder), "setup": r["setup"], "started_at": r["started_at"],
+                              **json.loads(r["provenance"])})
+        finally:
+            store.close()
+    return found
+
+
+def cttc_table(rd: pd.DataFrame) -> pd.DataFrame:
+    """The MPEG FCM CTTC template layout: one row per rate point, accuracy x 100."""
+    frame = rd.sort_values(["dataset", "task_model", "method", "bpp"])
+    out = pd.DataFrame({"Dataset": frame["dataset"], "Task model": frame["task_model"], "Method": frame["method"],
+                        "Rate point": frame["rate"], "bpp": frame["bpp"]})
+    for metric, column in (("bbox_mAP", "mAP (%)"), ("bbox_mAP50", "mAP50 (%)"), ("segm_mAP", "mask mAP (%)"),
+                           ("keypoints_mAP", "keypoint mAP (%)")):
+        if metric in frame:
+            out[column] = frame[metric] * 100
+    return out
 
 
 def metric_columns(rd: pd.DataFrame) -> list[str]:
@@ -92,11 +140,24 @@ def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: st
     return {"bd_rate_pct": round(value, 3), **used, "note": ""}
 
 
-def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> None:
+def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[Path]:
+    """rd.csv, bd_rate.csv, cttc.csv and report.md; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    rd.drop(columns=["setup", "evaluated_at"]).to_csv(out / "rd.csv", index=False, float_format="%.6g")
+    public = rd.drop(columns=["setup", "evaluated_at"])
+    public.to_csv(out / "rd.csv", index=False, float_format="%.6g")
+    cttc_table(rd).to_csv(out / "cttc.csv", index=False, float_format="%.4f")
+    written = [out / "rd.csv", out / "cttc.csv"]
+    markdown = ["# fcmbench report", "", "## RD points", "",
+                public[["dataset", "task_model", "method", "rate", "n_images", "bpp",
+                        *[m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]]]
+                .to_markdown(index=False, floatfmt=".4f")]
     if bd is not None:
         bd.to_csv(out / "bd_rate.csv", index=False, float_format="%.6g")
+        written.append(out / "bd_rate.csv")
+        markdown += ["", f"## BD-rate against {bd['anchor'].iloc[0] if len(bd) else '-'} (%)", "",
+                     bd.to_markdown(index=False, floatfmt="+.2f")]
+    (out / "report.md").write_text("\n".join(markdown) + "\n")
+    return [*written, out / "report.md"]
 
 
 def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:

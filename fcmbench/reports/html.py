@@ -1,0 +1,103 @@
+"""The self-contained HTML report: seaborn plots inlined as SVG, tables, provenance (jinja2, autoescaped)."""
+
+from __future__ import annotations
+
+import io
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from fcmbench import __version__  # noqa: E402
+from fcmbench.reports.tables import KEYS, metric_columns  # noqa: E402
+
+METRIC_TITLES = {"bbox_mAP": "box mAP@[.5:.95]", "bbox_mAP50": "box mAP@0.5", "segm_mAP": "mask mAP@[.5:.95]",
+                 "keypoints_mAP": "keypoint mAP@[.5:.95]"}
+plt.rcParams["svg.fonttype"] = "path"  # text as outlines: no fonts needed, and no markup from names
+
+
+def svg(figure: plt.Figure) -> str:
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight")
+    plt.close(figure)
+    text = buffer.getvalue()
+    return text[text.index("<svg"):]
+
+
+def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    data = group.dropna(subset=[metric]).sort_values("bpp")
+    sns.lineplot(data=data, x="bpp", y=metric, hue="method", style="method", markers=True, dashes=False,
+                 sort=False, ax=axes, markersize=7, estimator=None)
+    axes.set_xscale("log")
+    # labels at 1, 2 and 5 per decade, plainly written: matplotlib's default minor labels overlap
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.set(xlabel="bits per pixel (log scale)", ylabel=METRIC_TITLES.get(metric, metric), title=title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(title="method", fontsize=8)
+    return svg(figure)
+
+
+def level_plot(levels: pd.DataFrame, method: str) -> str:
+    """Stacked bars: bpp of each FPN level (and the container header) at each rate point."""
+    table = levels.pivot_table(index="rate", columns="level", values="bpp", aggfunc="sum", sort=False)
+    table = table.loc[table.sum(axis=1).sort_values().index]
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    colours = sns.color_palette("viridis", len(table.columns))
+    table.plot.bar(stacked=True, ax=axes, color=colours, width=0.75)
+    axes.set(xlabel="rate point", ylabel="bits per pixel", title=f"{method}: bits per level")
+    axes.tick_params(axis="x", labelrotation=0)
+    axes.legend(title="level", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return svg(figure)
+
+
+def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
+    """One section per dataset x task model, each with its RD plots and per-level plots."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    metrics = [m for m in METRIC_TITLES if m in metric_columns(rd) and rd[m].notna().any()]
+    sections = []
+    for (dataset, task_model, setup), group in rd.groupby(KEYS):
+        plots = [{"title": f"{dataset} / {task_model}: {METRIC_TITLES[m]}", "svg":
+                  rd_plot(group, m, f"{dataset} / {task_model}")} for m in metrics if group[m].notna().any()]
+        level_plots = []
+        for method in sorted(group["method"].unique()):
+            mine = levels[(levels["setup"] == setup) & (levels["method"] == method)]
+            if mine["level"].nunique() > 2:  # feature codecs: one segment per level plus the header
+                level_plots.append({"title": method, "svg": level_plot(mine, method)})
+        sections.append({"dataset": dataset, "task_model": task_model, "plots": plots, "level_plots": level_plots,
+                         "rows": group.to_dict("records")})
+    return sections
+
+
+def render_report(rd: pd.DataFrame, bd: pd.DataFrame | None, levels: pd.DataFrame, runs: list[dict],
+                  anchor: str | None, bd_method: str, out: Path) -> Path:
+    env = Environment(loader=PackageLoader("fcmbench.reports", "templates"), autoescape=select_autoescape(["j2"]))
+    env.filters["num"] = _num
+    env.filters["pct"] = _pct
+    metrics = [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50")) and rd[m].notna().any()]
+    html = env.get_template("report.html.j2").render(
+        sections=build_sections(rd, levels), metrics=metrics, bd=None if bd is None else bd.to_dict("records"),
+        anchor=anchor, bd_method=bd_method, runs=runs, version=__version__,
+        generated=datetime.now(UTC).isoformat(timespec="seconds"),
+        warnings=sorted({w for run in runs for w in run.get("warnings", [])}))
+    path = out / "report.html"
+    path.write_text(html)
+    return path
+
+
+def _num(value: float, digits: int = 4) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:+.2f} %"

@@ -1,0 +1,109 @@
+"""The report: CSV/Markdown/CTTC tables, escaping, combined runs, and the page in a real browser."""
+
+import csv
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from fcmbench.metrics import bd_rate
+from fcmbench.store import ItemResult, Store, image_set_key
+
+EVIL = "<script>alert(1)</script>"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ANCHOR = [(0.02, 0.20), (0.05, 0.30), (0.1, 0.36), (0.2, 0.39), (0.4, 0.40)]
+TEST = [(0.015, 0.21), (0.035, 0.31), (0.07, 0.365), (0.15, 0.392), (0.3, 0.401)]
+
+
+def make_results(folder: Path, curves: dict[str, list[tuple[float, float]]]) -> None:
+    """A results store filled through the store's own API, with known rates and accuracies."""
+    store = Store(folder)
+    setup = store.add_setup("shapes", "shapes_rcnn", {"dataset": "shapes"})
+    store.add_run(setup, {"command": f"fcmbench run --methods {EVIL}", "versions": {"fcmbench": "test"},
+                          "task_model": "shapes_rcnn", "weights": "abc", "dataset": "shapes", "images": 1,
+                          "device": "cpu", "methods": {m: m for m in curves}, "warnings": []})
+    pixels = 10_000
+    for method, points in curves.items():
+        for k, (rate, acc) in enumerate(points):
+            size = int(rate * pixels / 8)
+            levels = {"0": size // 2, "1": size // 4, "2": size // 8}
+            levels["_header"] = size - sum(levels.values())
+            store.add_item(setup, ItemResult(method, f"q{k}", 1, k, pixels, size, levels, 0.01, 0.02, 0.1, 0.1, []))
+            store.add_evaluation(setup, method, f"q{k}", image_set_key([1]), k, 1, 8 * size, pixels,
+                                 {"bbox_mAP": acc, "bbox_mAP50": min(1.0, acc * 1.5)})
+    store.close()
+
+
+@pytest.fixture
+def report_dir(tmp_path) -> Path:
+    make_results(tmp_path / "run", {"anchor": ANCHOR, EVIL: TEST})
+    run_cli("report", "--out", tmp_path / "run", "--anchor", "anchor")
+    return tmp_path / "run"
+
+
+def test_tables_and_escaping(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)  # self-contained: nothing fetched
+    assert "<link" not in html
+    with open(report_dir / "bd_rate.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    with open(report_dir / "rd.csv") as handle:
+        rd = list(csv.DictReader(handle))
+    curve = {m: ([float(r["bpp"]) for r in rd if r["method"] == m],
+                 [float(r["bbox_mAP"]) for r in rd if r["method"] == m]) for m in ("anchor", EVIL)}
+    expected = bd_rate(*curve["anchor"], *curve[EVIL])
+    assert expected < -20
+    assert float(row["bd_rate_pct"]) == pytest.approx(expected, abs=1e-3)
+    assert row["anchor_points"] == "q0 q1 q2 q3 q4"
+    with open(report_dir / "cttc.csv") as handle:
+        cttc = list(csv.DictReader(handle))
+    anchor_rows = [r for r in cttc if r["Method"] == "anchor"]
+    assert [float(r["mAP (%)"]) for r in anchor_rows] == pytest.approx([100 * a for _, a in ANCHOR])
+    markdown = (report_dir / "report.md").read_text()
+    assert "| anchor" in markdown and f"{expected:+.2f}" in markdown
+
+
+def test_several_runs_combine(tmp_path):
+    make_results(tmp_path / "a", {"anchor": ANCHOR})
+    make_results(tmp_path / "b", {"other": TEST})
+    run_cli("report", "--out", tmp_path / "combined", tmp_path / "a", tmp_path / "b", "--anchor", "anchor")
+    with open(tmp_path / "combined" / "bd_rate.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["method"] == "other" and float(row["bd_rate_pct"]) < 0
+
+
+def test_short_or_flat_curves_give_reasons(tmp_path):
+    make_results(tmp_path / "r", {"anchor": ANCHOR, "short": TEST[:3], "flat": [(r, 0.3) for r, _ in TEST]})
+    run_cli("report", "--out", tmp_path / "r", "--anchor", "anchor", "--bd-method", "cubic")
+    with open(tmp_path / "r" / "bd_rate.csv") as handle:
+        notes = {row["method"]: row["note"] for row in csv.DictReader(handle)}
+    assert "at least 4" in notes["short"] and "not monotone" in notes["flat"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
+def test_report_in_headless_chromium(report_dir):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors = []
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto((report_dir / "report.html").as_uri())
+        sizes = page.eval_on_selector_all("figure svg", "els => els.map(e => [e.getBoundingClientRect().width, "
+                                          "e.getBoundingClientRect().height])")
+        cells = page.eval_on_selector_all("#bd-table td.bd", "els => els.map(e => e.textContent)")
+        page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        browser.close()
+    assert errors == []
+    assert len(sizes) == 4  # two RD plots (box mAP, mAP50), two per-level plots
+    assert all(w > 100 and h > 100 for w, h in sizes)
+    assert len(cells) == 1 and cells[0].endswith("%") and float(cells[0].split()[0]) < -20
