@@ -32,19 +32,19 @@ class Container:
     segments: dict[str, bytes] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
-        parts = [MAGIC, struct.pack(">B", VERSION), _short_string(self.codec)]
+        parts = [MAGIC, struct.pack(">B", VERSION), short_string(self.codec)]
         parts.append(struct.pack(">4H", *self.original_size, *self.input_size))
         parts.append(struct.pack(">I", len(self.header)) + self.header)
         if len(self.segments) > 255:
             raise ValueError("a container holds at most 255 segments")
         parts.append(struct.pack(">B", len(self.segments)))
         for name, payload in self.segments.items():
-            parts.append(_short_string(name) + struct.pack(">I", len(payload)) + payload)
+            parts.append(short_string(name) + struct.pack(">I", len(payload)) + payload)
         return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes, expected_codec: str | None = None) -> Container:
-        reader = _Reader(data)
+        reader = Reader(data)
         if reader.take(4) != MAGIC:
             raise FcmbenchError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
         version = reader.unpack(">B")[0]
@@ -70,14 +70,14 @@ class Container:
         return sizes
 
 
-def _short_string(text: str) -> bytes:
+def short_string(text: str) -> bytes:
     raw = text.encode()
     if len(raw) > 255:
         raise ValueError(f"name too long for the container: {text[:40]}...")
     return struct.pack(">B", len(raw)) + raw
 
 
-class _Reader:
+class Reader:
     def __init__(self, data: bytes) -> None:
         self.data = memoryview(data)
         self.pos = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,8 +60,31 @@ class Codec(ABC):
     def rate_points(cls) -> list[RatePoint]:
         """The default operating points, from lowest to highest rate."""
 
+    @classmethod
+    def rate_point(cls, label: str) -> RatePoint | None:
+        """The rate point a label names (codecs may accept labels beyond their defaults, e.g. ``qp30``)."""
+        return next((p for p in cls.rate_points() if p.label == label), None)
+
+    def operating_points(self) -> list[RatePoint]:
+        """The default points for this instance (e.g. anchors tuned to the task model); see ``rate_points``."""
+        return self.rate_points()
+
     @abstractmethod
     def encode(self, x: FeatureSet | torch.Tensor, rate: RatePoint) -> bytes: ...
+
+    def encode_batch(self, x: FeatureSet | torch.Tensor, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
+        """Encode at several rate points; returns (bytes, seconds) each. Slow external encoders run these
+        concurrently."""
+        results = []
+        for rate in rates:
+            start = time.perf_counter()
+            data = self.encode(x, rate)
+            results.append((data, time.perf_counter() - start))
+        return results
+
+    def describe(self) -> str:
+        """What produced the bits (encoder name and version for anchors), for the report."""
+        return self.label()
 
     @abstractmethod
     def decode(self, data: bytes) -> FeatureSet | torch.Tensor: ...

@@ -6,6 +6,8 @@ import hashlib
 import platform
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -39,6 +41,7 @@ class RunConfig:
     checkpoints: Path | None = None
     cache: Path | None = None
     dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
+    codec_extra: dict = field(default_factory=dict)
     command: str = ""
 
 
@@ -55,12 +58,11 @@ def pick_device(requested: str) -> str:
     return requested
 
 
-def select_rates(codec: type[Codec], wanted: list[str] | None) -> list[RatePoint]:
-    """The codec's rate points, or those whose labels the user named (labels unknown to all codecs fail)."""
-    points = codec.rate_points()
+def select_rates(codec: Codec, wanted: list[str] | None) -> list[RatePoint]:
+    """The codec's operating points, or the named labels it understands (e.g. ``qp30`` for VVC anchors)."""
     if not wanted:
-        return points
-    return [p for p in points if p.label in wanted]
+        return codec.operating_points()
+    return [point for label in wanted if (point := codec.rate_point(label)) is not None]
 
 
 class Runner:
@@ -71,9 +73,10 @@ class Runner:
         self.dataset: Dataset = registry.datasets.get(config.dataset)(config.dataset_options)
         task_name = config.task_model or DEFAULT_TASK_MODELS.get(config.dataset, "faster_rcnn_r50_fpn")
         self.task: TaskModel = registry.task_models.get(task_name)(TaskModelOptions(config.weights, self.device))
-        options = CodecOptions(device=self.device, task_model=self.task.name, checkpoints=config.checkpoints)
+        options = CodecOptions(device=self.device, task_model=self.task.name, checkpoints=config.checkpoints,
+                               extra=dict(config.codec_extra))
         self.codecs = {name: registry.methods.get(name)(options) for name in config.methods}
-        self.rates = {name: select_rates(type(codec), config.rates) for name, codec in self.codecs.items()}
+        self.rates = {name: select_rates(codec, config.rates) for name, codec in self.codecs.items()}
         self._check_rates()
         self.items = self._selected_items()
         self.cache = (config.cache or default_cache()) / "features"
@@ -81,8 +84,9 @@ class Runner:
     def _check_rates(self) -> None:
         if not self.config.rates:
             return
-        known = {p.label for codec in self.codecs.values() for p in codec.rate_points()}
-        unknown = [label for label in self.config.rates if label not in known]
+        known = {p.label for codec in self.codecs.values() for p in codec.operating_points()}
+        unknown = [label for label in self.config.rates
+                   if not any(codec.rate_point(label) for codec in self.codecs.values())]
         if unknown:
             raise FcmbenchError(f"rate point(s) {', '.join(unknown)} belong to none of the methods; "
                                 f"known labels: {', '.join(sorted(known))}")
@@ -117,7 +121,7 @@ class Runner:
                 "task_model": self.task.name, "weights": self.task.weights_id,
                 "warnings": list(self.task.warnings), "dataset": self.dataset.describe(),
                 "images": len(self.items), "device": self.device,
-                "methods": {n: type(c).label() for n, c in self.codecs.items()}}
+                "methods": {n: c.describe() for n, c in self.codecs.items()}}
 
     def run(self, store: Store) -> int:
         """Run every unfinished item, then evaluate; returns how many items were computed."""
@@ -135,11 +139,15 @@ class Runner:
                 if not todo:
                     continue
                 work = ImageWork(item, self.task, self.cache)
-                for method, rate in todo:
-                    progress.update(bar, description=f"{method} {rate.label} image {item.image_id}")
-                    store.add_item(setup, work.run(method, self.codecs[method], rate))
-                    computed += 1
-                    progress.advance(bar)
+                for method, codec in self.codecs.items():
+                    rates = [r for m, r in todo if m == method]
+                    if not rates:
+                        continue
+                    progress.update(bar, description=f"{method} image {item.image_id}")
+                    for result in work.run(method, codec, rates):
+                        store.add_item(setup, result)
+                        computed += 1
+                        progress.advance(bar)
         self.evaluate(store, setup)
         return computed
 
@@ -194,7 +202,8 @@ class ImageWork:
         if path.is_file():
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
-                return FeatureSet(saved["levels"], tuple(saved["original_size"]), tuple(saved["input_size"]))
+                return FeatureSet(saved["levels"], tuple(saved["original_size"]), tuple(saved["input_size"]),
+                                  saved.get("meta", {}))
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 path.unlink(missing_ok=True)
         start = time.perf_counter()
@@ -203,17 +212,31 @@ class ImageWork:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
         torch.save({"levels": features.levels, "original_size": list(features.original_size),
-                    "input_size": list(features.input_size)}, partial)
+                    "input_size": list(features.input_size), "meta": features.meta}, partial)
         partial.replace(path)
         return features
 
-    def run(self, method: str, codec: Codec, rate: RatePoint) -> ItemResult:
+    def run(self, method: str, codec: Codec, rates: list[RatePoint]) -> Iterator[ItemResult]:
+        """Encode at every rate point (concurrently where the codec can), then decode and run the back of
+        each, yielding results one by one so that each is stored as soon as it is finished."""
         source = self.image if codec.kind == "image" else self.features()
+        with self._context(method):
+            encoded = codec.encode_batch(source, rates)
+        for rate, (data, encode_s) in zip(rates, encoded, strict=True):
+            with self._context(f"{method} at {rate.label}"):
+                yield self._finish(method, codec, rate, data, encode_s)
+
+    @contextmanager
+    def _context(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except FcmbenchError as err:
+            raise FcmbenchError(f"{what} on image {self.item.image_id} ({self.item.path.name}): {err}") from None
+
+    def _finish(self, method: str, codec: Codec, rate: RatePoint, data: bytes, encode_s: float) -> ItemResult:
         start = time.perf_counter()
-        data = codec.encode(source, rate)
-        encoded = time.perf_counter()
         decoded = codec.decode(data)
-        decode_s = time.perf_counter() - encoded
+        decode_s = time.perf_counter() - start
         front_s = self.front_s
         if codec.kind == "image":
             start_front = time.perf_counter()
@@ -225,5 +248,5 @@ class ImageWork:
         return ItemResult(
             method=method, rate=rate.label, image_id=self.item.image_id, rate_value=rate.value,
             pixels=self.item.width * self.item.height, bytes=len(data), bytes_per_level=codec.bytes_per_level(data),
-            encode_s=encoded - start, decode_s=decode_s, front_s=front_s, back_s=back_s,
+            encode_s=encode_s, decode_s=decode_s, front_s=front_s, back_s=back_s,
             predictions=self.task.to_coco_results(self.item.image_id, prediction))

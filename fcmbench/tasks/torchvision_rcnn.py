@@ -13,6 +13,7 @@ import torch
 from torchvision.models import detection
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
@@ -34,6 +35,10 @@ class TorchvisionRCNN(TaskModel):
         self.iou_types = ("bbox",) + (("segm",) if model.roi_heads.has_mask() else ()) + (
             ("keypoints",) if model.roi_heads.has_keypoint() else ())
         self._levels = _fpn_names(self.model)
+        # torchvision's LastLevelMaxPool makes the last level from the one before it (kernel 1, stride 2):
+        # codecs may skip sending it.
+        pooled = isinstance(self.model.backbone.fpn.extra_blocks, LastLevelMaxPool)
+        self.derived = {self._levels[-1]: self._levels[-2]} if pooled else {}
 
     @property
     def level_names(self) -> tuple[str, ...]:
@@ -44,7 +49,7 @@ class TorchvisionRCNN(TaskModel):
         images, _ = self.model.transform([image.to(self.device)])
         features = self.model.backbone(images.tensors)
         levels = {name: tensor[0].float().cpu() for name, tensor in features.items()}
-        return FeatureSet(levels, tuple(image.shape[-2:]), tuple(images.image_sizes[0]))
+        return FeatureSet(levels, tuple(image.shape[-2:]), tuple(images.image_sizes[0]), {"derived": self.derived})
 
     @torch.inference_mode()
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:

@@ -1,0 +1,90 @@
+"""``vtm-image``: the MPEG VCM image anchor.
+
+The image is converted to Y'CbCr 4:2:0 (BT.709, limited range, by ffmpeg's swscale), coded with VVC at an
+8-bit input and 10-bit internal depth, decoded, converted back to RGB, and then the full task network runs on
+it. Sides are padded to a multiple of 8 by edge replication and cropped after decoding.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import torch
+
+from fcmbench.anchors.vtm_feature import parallel_encode, qp_point
+from fcmbench.anchors.vvc import Frame, VVCBackend, ffmpeg_binary, run_tool, vvc_backend
+from fcmbench.bitstream import Container
+from fcmbench.codec import Codec, CodecOptions, RatePoint
+from fcmbench.errors import FcmbenchError
+
+VCM_QPS = (22, 27, 32, 37, 42, 47)
+MATRIX = "bt709"
+
+
+def rgb_to_yuv420(rgb: np.ndarray) -> Frame:
+    h, w, _ = rgb.shape
+    command = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{w}x{h}", "-i", "pipe:0", "-vf", f"scale=out_color_matrix={MATRIX}:out_range=tv",
+               "-pix_fmt", "yuv420p", "-f", "rawvideo", "pipe:1"]
+    raw = np.frombuffer(run_tool(command, "RGB to YUV conversion", rgb.tobytes()), np.uint8).astype(np.uint16)
+    luma, chroma = w * h, (w // 2) * (h // 2)
+    return Frame(raw[:luma].reshape(h, w), raw[luma:luma + chroma].reshape(h // 2, w // 2),
+                 raw[luma + chroma:].reshape(h // 2, w // 2), bit_depth=8)
+
+
+def yuv420_to_rgb(frame: Frame) -> np.ndarray:
+    h, w = frame.y.shape
+    planes = b"".join(p.astype(np.uint8).tobytes() for p in (frame.y, frame.u, frame.v))
+    command = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+               "-s", f"{w}x{h}", "-i", "pipe:0", "-vf", f"scale=in_color_matrix={MATRIX}:in_range=tv",
+               "-pix_fmt", "rgb24", "-f", "rawvideo", "pipe:1"]
+    return np.frombuffer(run_tool(command, "YUV to RGB conversion", planes), np.uint8).reshape(h, w, 3)
+
+
+class VTMImageAnchor(Codec):
+    name = "vtm-image"
+    kind = "image"
+    display_name = "VVC image anchor"
+
+    def __init__(self, options: CodecOptions | None = None) -> None:
+        super().__init__(options)
+        self._backend: VVCBackend | None = None
+
+    @property
+    def backend(self) -> VVCBackend:
+        if self._backend is None:
+            self._backend = vvc_backend(self.options.extra.get("vtm_dir"),
+                                        self.options.extra.get("vvenc_preset", "medium"))
+        return self._backend
+
+    @classmethod
+    def rate_points(cls) -> list[RatePoint]:
+        return [RatePoint(f"qp{qp}", qp) for qp in reversed(VCM_QPS)]
+
+    @classmethod
+    def rate_point(cls, label: str) -> RatePoint | None:
+        return qp_point(label)
+
+    def describe(self) -> str:
+        return f"{self.label()}: {self.backend.name}, 4:2:0 8-bit in, 10-bit internal"
+
+    def encode(self, x: torch.Tensor, rate: RatePoint) -> bytes:
+        rgb = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        h, w, _ = rgb.shape
+        padded = np.pad(rgb, ((0, -h % 8), (0, -w % 8), (0, 0)), mode="edge")
+        stream = self.backend.encode(rgb_to_yuv420(padded), int(rate.value))
+        header = struct.pack(">B2H", int(rate.value), *padded.shape[:2])
+        return Container(self.name, (h, w), (h, w), header, {"vvc": stream}).to_bytes()
+
+    def encode_batch(self, x: torch.Tensor, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
+        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.options.extra.get("jobs", 2))
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        box = Container.from_bytes(data, expected_codec=self.name)
+        if len(box.header) != 5:
+            raise FcmbenchError("corrupt bitstream: the vtm-image header must be 5 bytes")
+        _qp, height, width = struct.unpack(">B2H", box.header)
+        frame = self.backend.decode(box.segments.get("vvc", b""), width, height, monochrome=False, bit_depth=8)
+        rgb = yuv420_to_rgb(frame)[: box.original_size[0], : box.original_size[1]]
+        return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)
