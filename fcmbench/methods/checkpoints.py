@@ -1,0 +1,94 @@
+"""Finding, loading and saving learned-codec checkpoints.
+
+A checkpoint for method M, quality Q and task model T lives at ``ROOT/M/T/qQ.pt``; ROOT is ``--checkpoints``,
+else ``$FCMBENCH_CHECKPOINTS``, else the checkpoints shipped in the package (for the embedded default).
+Published checkpoints (a bare state dict, or one under ``state_dict``) load too: their sizes are read from
+the tensors and compressai renames its older entropy-bottleneck keys.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fcmbench.codec import CodecOptions
+from fcmbench.errors import FcmbenchError
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+def checkpoint_root(options: CodecOptions) -> Path:
+    if options.checkpoints:
+        return Path(options.checkpoints)
+    return Path(os.environ.get("FCMBENCH_CHECKPOINTS", SHIPPED))
+
+
+def checkpoint_path(method: str, quality: int, options: CodecOptions) -> Path:
+    return checkpoint_root(options) / method / (options.task_model or "any") / f"q{quality}.pt"
+
+
+def build_model(method: str, channels: int, latent: int) -> nn.Module:
+    from fcmbench.methods.lmsfc import LMSFCContext, LMSFCNoContext
+
+    if method == "lmsfc-nocm":
+        return LMSFCNoContext(channels, latent)
+    return LMSFCContext(channels, latent, task_aware=method == "tamsf")
+
+
+def load_checkpoint(method: str, quality: int, options: CodecOptions) -> nn.Module:
+    path = checkpoint_path(method, quality, options)
+    if not path.is_file():
+        raise FcmbenchError(
+            f"no {method} checkpoint for quality {quality} and task model {options.task_model}: expected {path}. "
+            f"Train it with `fcmbench train {method} --quality {quality} --task-model {options.task_model} "
+            f"--dataset DATASET --out {checkpoint_root(options)}`, or pass --checkpoints DIR")
+    return _load(str(path), path.stat().st_mtime_ns, method, options.device)
+
+
+@lru_cache(maxsize=16)
+def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FcmbenchError(f"checkpoint {path} is not a PyTorch checkpoint: {err}") from None
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    state = published_names(state) if isinstance(state, dict) else None
+    if not isinstance(state, dict) or "g_a.p2Encoder.0.conv1.weight" not in state:
+        raise FcmbenchError(f"checkpoint {path} is not an L-MSFC/TA-MSF checkpoint (no g_a.p2Encoder weights)")
+    latent, channels = state["g_a.p2Encoder.0.conv1.weight"].shape[:2]
+    has_context = "context_prediction.weight" in state
+    if has_context == (method == "lmsfc-nocm"):
+        raise FcmbenchError(f"checkpoint {path} {'has' if has_context else 'lacks'} a context model, "
+                            f"which does not fit method {method}")
+    model = build_model(method, int(channels), int(latent))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise FcmbenchError(f"checkpoint {path} does not fit {method}: {str(err).splitlines()[0]}") from None
+    model.update(force=True)
+    return model.eval().to(device)
+
+
+def published_names(state: dict) -> dict:
+    """The one place where published checkpoints' names are mapped to ours: TA-MSF spells the encoder
+    stages ``p2_encoder``; L-MSFC's names are ours already. A ``module.`` prefix (DataParallel) is dropped."""
+    renamed = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        for level in ("p2", "p3", "p4", "p5"):
+            key = key.replace(f"g_a.{level}_encoder.", f"g_a.{level}Encoder.")
+        renamed[key] = value
+    return renamed
+
+
+def save_checkpoint(model: nn.Module, path: Path, **info) -> None:
+    """Atomic save of a codec ready to code (``update()`` done), with what built it."""
+    model.update(force=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"state_dict": model.state_dict(), **info}, partial)
+    partial.replace(path)
