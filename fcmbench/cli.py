@@ -58,6 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--anchor", help="method the BD-rates are measured against")
     report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
 
+    train = commands.add_parser("train", help="train a learned feature codec on a task model's features")
+    train.add_argument("method", choices=["lmsfc", "lmsfc-nocm"])
+    train.add_argument("--quality", type=int, required=True, choices=range(1, 7), metavar="1..6")
+    train.add_argument("--task-model", required=True)
+    train.add_argument("--dataset", required=True, help="its train split gives the features, val the validation")
+    train.add_argument("--weights", help="task model weights (as for run)")
+    train.add_argument("--steps", type=int, default=2000)
+    train.add_argument("--latent", type=int, help="latent width M (default: the reference width for the quality)")
+    train.add_argument("--images", type=int, help="use only the first N training images")
+    train.add_argument("--out", type=Path, help="checkpoint root (default: $FCMBENCH_CHECKPOINTS or the package's)")
+    train.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
+
     train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
     train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
     train_task.add_argument("--epochs", type=int, default=10)
@@ -150,7 +162,29 @@ def cmd_train_task(args: argparse.Namespace) -> None:
     Console().print(f"saved {args.out}; val box mAP@[.5:.95] = {score:.4f}")
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train-task": cmd_train_task}
+def cmd_train(args: argparse.Namespace) -> None:
+    from fcmbench.codec import CodecOptions
+    from fcmbench.datasets.shapes import default_cache
+    from fcmbench.methods.checkpoints import checkpoint_path
+    from fcmbench.methods.train import TrainConfig, train_codec
+    from fcmbench.runner import ImageWork
+    from fcmbench.tasks.base import TaskModelOptions
+
+    task = registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
+    build = registry.datasets.get(args.dataset)
+    train_items = build(DatasetOptions(split="train")).items()[: args.images]
+    val_items = build(DatasetOptions(split="val")).items()[:16]
+    cache = (args.cache or default_cache()) / "features"
+    features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
+    path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
+    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent)
+    result = train_codec(config, features[: len(train_items)], features[len(train_items):])
+    final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
+    Console().print(f"saved {path} (validation loss {final:.4f})")
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,
+            "train-task": cmd_train_task}
 
 
 def main(argv: list[str] | None = None) -> int:

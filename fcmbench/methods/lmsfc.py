@@ -180,7 +180,10 @@ def pad_levels(levels: list[torch.Tensor]) -> list[torch.Tensor]:
     for tensor, (th, tw) in zip(levels, targets, strict=True):
         h, w = tensor.shape[-2:]
         top, left = (th - h) // 2, (tw - w) // 2
-        padded.append(F.pad(tensor, (left, tw - w - left, top, th - h - top), mode="reflect"))
+        pads = (left, tw - w - left, top, th - h - top)
+        # reflect as the reference does; it cannot pad a side by its own length or more (tiny inputs)
+        mode = "reflect" if max(pads[:2]) < w and max(pads[2:]) < h else "replicate"
+        padded.append(F.pad(tensor, pads, mode=mode))
     return padded
 
 

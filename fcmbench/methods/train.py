@@ -1,0 +1,116 @@
+"""``fcmbench train``: train a learned feature codec on the features of a task model's front.
+
+Loss = λ·Σ_levels 0.2·MSE + bpp (bits over original image pixels); TA-MSF adds the task network's own
+training losses computed on the reconstructed features (after a warm-up without them). Adam for the
+networks, a separate Adam for the entropy-bottleneck quantiles, gradient clipping at 1.0, learning rate halved
+when the validation loss plateaus, a resumable checkpoint after every validation, and ``update()`` before the
+final save.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.progress import Progress
+
+from fcmbench.featureset import FeatureSet
+from fcmbench.methods.checkpoints import build_model, save_checkpoint
+from fcmbench.methods.lmsfc import LAMBDAS, pad_levels, unpad_levels
+
+LEVEL_WEIGHT = 0.2
+
+
+@dataclass
+class TrainConfig:
+    method: str
+    quality: int
+    out: Path
+    steps: int = 2000
+    latent: int | None = None
+    lr: float = 1e-4
+    validate_every: int = 200
+    seed: int = 123
+    task_loss_weight: float = 0.1
+    task_warmup: int = 0  # steps before the task loss joins (TA-MSF)
+
+
+def rate_distortion(model: torch.nn.Module, features: FeatureSet, lam: float) -> tuple[torch.Tensor, dict]:
+    """One forward pass: loss, and its parts for logging; ``recon`` holds the reconstructed levels."""
+    names = list(features)
+    levels = [features[n][None] for n in names[:4]]
+    out = model(pad_levels(levels))
+    recon = unpad_levels(out["x_hat"], tuple(levels[0].shape[-2:]))
+    if len(names) > 4:  # P6 is derived from P5 on both sides
+        recon.append(F.max_pool2d(recon[3], kernel_size=1, stride=2))
+        levels.append(features[names[4]][None])
+    distortion = sum(LEVEL_WEIGHT * F.mse_loss(r, t) for r, t in zip(recon, levels, strict=True))
+    pixels = features.original_pixels
+    bpp = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values()) / pixels
+    return lam * distortion + bpp, {"bpp": bpp, "mse": distortion, "recon": dict(zip(names, recon, strict=False))}
+
+
+def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureSet], task=None,
+                targets: list[dict] | None = None) -> dict:
+    """Train and save ``out/METHOD/TASK/qQ.pt`` (``config.out`` is the full file path here)."""
+    torch.manual_seed(config.seed)
+    channels = train[0][next(iter(train[0]))].shape[0]
+    latent = config.latent or (128 if config.quality <= 3 and config.method != "lmsfc-nocm" else 192)
+    model = build_model(config.method, channels, latent)
+    lam = LAMBDAS[config.quality]
+    main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main, lr=config.lr)
+    aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    resume = Path(str(config.out) + ".resume")
+    step, best, history = 0, math.inf, []
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        plateau.load_state_dict(state["plateau"])
+        step, best, history = state["step"], state["best"], state["history"]
+    generator = torch.Generator().manual_seed(config.seed + step)
+    with Progress() as progress:
+        bar = progress.add_task(f"train {config.method} q{config.quality}", total=config.steps, completed=step)
+        while step < config.steps:
+            model.train()
+            index = int(torch.randint(len(train), (1,), generator=generator))
+            loss, parts = rate_distortion(model, train[index], lam)
+            if task is not None and targets is not None and step >= config.task_warmup:
+                loss = loss + config.task_loss_weight * task.training_loss(train[index], parts["recon"],
+                                                                           targets[index])
+            optimizer.zero_grad()
+            aux_optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(main, 1.0)
+            optimizer.step()
+            model.aux_loss().backward()
+            aux_optimizer.step()
+            step += 1
+            progress.update(bar, advance=1, description=f"q{config.quality} loss {loss.item():.4f} "
+                                                         f"bpp {parts['bpp'].item():.3f}")
+            if step % config.validate_every == 0 or step == config.steps:
+                score = validate(model, val, lam)
+                plateau.step(score)
+                best = min(best, score)
+                history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"]})
+                progress.console.print(f"step {step}: val loss {score:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}")
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                            "aux_optimizer": aux_optimizer.state_dict(), "plateau": plateau.state_dict(),
+                            "step": step, "best": best, "history": history}, resume)
+    save_checkpoint(model.eval(), config.out, method=config.method, quality=config.quality, lam=lam,
+                    channels=channels, latent=latent, steps=step, history=history)
+    resume.unlink(missing_ok=True)
+    return {"history": history, "path": config.out}
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val: list[FeatureSet], lam: float) -> float:
+    model.eval()
+    return sum(rate_distortion(model, features, lam)[0].item() for features in val) / max(1, len(val))

@@ -1,0 +1,79 @@
+"""L-MSFC: published layout, bit-exact decoding in another process, training that lowers the loss."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcmbench.codec import CodecOptions, RatePoint
+from fcmbench.errors import FcmbenchError
+from fcmbench.featureset import FeatureSet
+from fcmbench.methods.checkpoints import build_model, checkpoint_path, save_checkpoint
+from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCContext, LMSFCNoContext, LMSFCNoContextCodec
+from fcmbench.methods.train import TrainConfig, train_codec
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+
+
+def fpn(seed: int, channels: int = 8, p2=(20, 28)) -> FeatureSet:
+    gen = torch.Generator().manual_seed(seed)
+    levels, (h, w) = {}, p2
+    for name in ("0", "1", "2", "3"):
+        levels[name] = torch.randn(channels, h, w, generator=gen).relu()
+        h, w = -(-h // 2), -(-w // 2)
+    levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
+    return FeatureSet(levels, (80, 112), (80, 112))
+
+
+@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
+@pytest.mark.parametrize(("manifest", "model"), [
+    ("lmsfc_cm_M128.json", lambda: LMSFCContext(256, 128)),
+    ("lmsfc_nocm_M192.json", lambda: LMSFCNoContext(256, 192)),
+])
+def test_layout_matches_the_published_checkpoints(manifest, model):
+    reference = json.loads((REFERENCE / manifest).read_text())
+    built = model()
+    built.update(force=True)
+    ours = {k: list(v.shape) for k, v in built.state_dict().items()}
+    assert ours == {key: shape for key, shape, _ in reference["state_dict"]}
+    assert sum(p.numel() for p in built.parameters()) == reference["param_count"]
+
+
+@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec])
+def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class):
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path)
+    torch.manual_seed(0)
+    model = build_model(codec_class.name, 8, 16)
+    save_checkpoint(model, checkpoint_path(codec_class.name, 2, options))
+    codec = codec_class(options)
+    x = fpn(1)
+    data = codec.encode(x, RatePoint("q2", 2))
+    mine = codec.decode(data)
+    assert [mine[k].shape for k in mine] == [x[k].shape for k in x]
+    (tmp_path / "stream.bin").write_bytes(data)
+    script = (f"import sys, torch; from fcmbench.codec import CodecOptions; "
+              f"from fcmbench.methods.lmsfc import {codec_class.__name__} as C; "
+              f"c = C(CodecOptions(task_model='toy', checkpoints=sys.argv[1])); "
+              f"x = c.decode(open(sys.argv[2], 'rb').read()); torch.save(dict(x.levels), sys.argv[3])")
+    subprocess.run([sys.executable, "-c", script, tmp_path, tmp_path / "stream.bin", tmp_path / "other.pt"],
+                   check=True)
+    other = torch.load(tmp_path / "other.pt")
+    assert all(torch.equal(mine[k], other[k]) for k in mine)
+
+
+def test_missing_checkpoint_says_how_to_train(tmp_path):
+    codec = LMSFCCodec(CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path))
+    with pytest.raises(FcmbenchError, match=r"(?s)q3\.pt.*fcmbench train lmsfc --quality 3"):
+        codec.encode(fpn(0), RatePoint("q3", 3))
+
+
+def test_a_few_training_steps_lower_the_loss(tmp_path):
+    train = [fpn(i) for i in range(4)]
+    config = TrainConfig("lmsfc-nocm", 3, tmp_path / "q3.pt", steps=60, latent=16, lr=1e-3, validate_every=20)
+    result = train_codec(config, train, train[:2])
+    losses = [h["val_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "q3.pt").is_file() and not (tmp_path / "q3.pt.resume").exists()
