@@ -16,6 +16,10 @@ from fcmbench.datasets.base import DatasetOptions
 from fcmbench.errors import FcmbenchError
 
 console = Console(stderr=True)
+if not console.is_terminal:
+    console = Console(stderr=True, width=160)
+# compressai's import triggers torch's deprecation notice for torch.jit.script: not the user's concern
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
 
 
 def stdout_console() -> Console:
@@ -106,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
+        skip_unready=args.methods.strip() == "all",
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
     registry.datasets.resolve(args.dataset)
@@ -114,6 +119,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random-weights warning goes to the report instead
         runner = Runner(config, console)
+    for name, reason in runner.skipped.items():
+        console.print(f"[yellow]skipping {name}:[/] {reason}", highlight=False)
     for name, codec in runner.codecs.items():
         console.print(f"{name}: {codec.describe()}", highlight=False)
     for note in runner.task.warnings:

@@ -82,6 +82,10 @@ class Codec(ABC):
             results.append((data, time.perf_counter() - start))
         return results
 
+    def ensure_ready(self, rates: list[RatePoint]) -> None:
+        """Raise FcmbenchError if something the codec needs at these rates (checkpoints, binaries) is missing."""
+        return None
+
     def describe(self) -> str:
         """What produced the bits (encoder name and version for anchors), for the report."""
         return self.label()

@@ -42,6 +42,7 @@ class RunConfig:
     cache: Path | None = None
     dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
     codec_extra: dict = field(default_factory=dict)
+    skip_unready: bool = False  # with --methods all: leave out methods that lack checkpoints, saying why
     command: str = ""
 
 
@@ -78,6 +79,7 @@ class Runner:
         self.codecs = {name: registry.methods.get(name)(options) for name in config.methods}
         self.rates = {name: select_rates(codec, config.rates) for name, codec in self.codecs.items()}
         self._check_rates()
+        self.skipped = self._drop_unready()
         self.items = self._selected_items()
         self.cache = (config.cache or default_cache()) / "features"
 
@@ -90,6 +92,20 @@ class Runner:
         if unknown:
             raise FcmbenchError(f"rate point(s) {', '.join(unknown)} belong to none of the methods; "
                                 f"known labels: {', '.join(sorted(known))}")
+
+    def _drop_unready(self) -> dict[str, str]:
+        skipped = {}
+        for name, codec in list(self.codecs.items()):
+            try:
+                codec.ensure_ready(self.rates[name])
+            except FcmbenchError as err:
+                if not self.config.skip_unready:
+                    raise
+                skipped[name] = str(err)
+                del self.codecs[name], self.rates[name]
+        if not self.codecs:
+            raise FcmbenchError("no method is ready to run: " + "; ".join(skipped.values()))
+        return skipped
 
     def _selected_items(self) -> list[DatasetItem]:
         items = self.dataset.items()

@@ -208,6 +208,10 @@ class LMSFCCodec(Codec):
     def rate_points(cls) -> list[RatePoint]:
         return [RatePoint(f"q{q}", q) for q in LAMBDAS]
 
+    def ensure_ready(self, rates: list[RatePoint]) -> None:
+        for rate in rates:
+            self.model(int(rate.value))
+
     def model(self, quality: int) -> nn.Module:
         return load_checkpoint(self.name, quality, self.options)
 
