@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
 
     train = commands.add_parser("train", help="train a learned feature codec on a task model's features")
-    train.add_argument("method", choices=["lmsfc", "lmsfc-nocm"])
+    train.add_argument("method", choices=["lmsfc", "lmsfc-nocm", "tamsf"])
     train.add_argument("--quality", type=int, required=True, choices=range(1, 7), metavar="1..6")
     train.add_argument("--task-model", required=True)
     train.add_argument("--dataset", required=True, help="its train split gives the features, val the validation")
@@ -184,8 +184,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     cache = (args.cache or default_cache()) / "features"
     features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
-    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent)
-    result = train_codec(config, features[: len(train_items)], features[len(train_items):])
+    # TA-MSF adds the detection loss after a warm-up on rate-distortion alone (half the steps)
+    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent,
+                         task_warmup=args.steps // 2)
+    targets = None
+    if args.method == "tamsf":
+        from fcmbench.tasks.train_task import targets_of
+
+        dataset = build(DatasetOptions(split="train"))
+        targets = [targets_of(dataset, item.image_id) for item in train_items]
+    result = train_codec(config, features[: len(train_items)], features[len(train_items):],
+                         task if targets else None, targets)
     final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
     Console().print(f"saved {path} (validation loss {final:.4f})")
 

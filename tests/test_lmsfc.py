@@ -77,3 +77,26 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     losses = [h["val_loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
     assert (tmp_path / "q3.pt").is_file() and not (tmp_path / "q3.pt.resume").exists()
+
+
+def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):
+    from fcmbench.datasets.base import load_image
+    from fcmbench.datasets.coco import CocoDataset
+    from fcmbench.methods.lmsfc import TAMSFCodec
+    from fcmbench.tasks.base import TaskModelOptions
+    from fcmbench.tasks.shapes_rcnn import shapes_rcnn
+    from fcmbench.tasks.train_task import targets_of
+
+    task = shapes_rcnn(TaskModelOptions(weights="none"))
+    dataset = CocoDataset(*tiny_coco)
+    items = dataset.items()[:2]
+    features = [task.front(load_image(item)) for item in items]
+    targets = [targets_of(dataset, item.image_id) for item in items]
+    options = CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path)
+    config = TrainConfig("tamsf", 1, checkpoint_path("tamsf", 1, options), steps=4, latent=16, validate_every=2,
+                         task_warmup=2)
+    train_codec(config, features, features[:1], task, targets)
+    assert all(p.grad is None for p in task.model.parameters())  # the detector stays frozen
+    codec = TAMSFCodec(options)
+    decoded = codec.decode(codec.encode(features[0], RatePoint("q1", 1)))
+    assert list(decoded) == list(features[0])

@@ -249,6 +249,14 @@ class LMSFCCodec(Codec):
         return FeatureSet(levels, box.original_size, box.input_size)
 
 
+class TAMSFCodec(LMSFCCodec):
+    """``tamsf``: TA-MSF, the L-MSFC network with RBS+ATT+RB at every encoder stage, trained with the task
+    network's detection loss on the reconstructed features."""
+
+    name = "tamsf"
+    display_name = "TA-MSF"
+
+
 class LMSFCNoContextCodec(LMSFCCodec):
     """``lmsfc-nocm``: mean-scale hyperprior, parallel decoding."""
 

@@ -57,6 +57,9 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
                 targets: list[dict] | None = None) -> dict:
     """Train and save ``out/METHOD/TASK/qQ.pt`` (``config.out`` is the full file path here)."""
     torch.manual_seed(config.seed)
+    # features made under inference_mode cannot take part in autograd: plain copies
+    train = [f.replace({k: v.clone() for k, v in f.items()}) for f in train]
+    val = [f.replace({k: v.clone() for k, v in f.items()}) for f in val]
     channels = train[0][next(iter(train[0]))].shape[0]
     latent = config.latent or (128 if config.quality <= 3 and config.method != "lmsfc-nocm" else 192)
     model = build_model(config.method, channels, latent)
@@ -66,6 +69,7 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
     optimizer = torch.optim.Adam(main, lr=config.lr)
     aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
+    config.out.parent.mkdir(parents=True, exist_ok=True)
     resume = Path(str(config.out) + ".resume")
     step, best, history = 0, math.inf, []
     if resume.is_file():

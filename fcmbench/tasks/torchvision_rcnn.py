@@ -64,6 +64,24 @@ class TorchvisionRCNN(TaskModel):
                                                       [features.original_size])
         return {key: value.cpu() for key, value in detections[0].items()}
 
+    def training_loss(self, features: FeatureSet, levels: dict[str, torch.Tensor], target: dict) -> torch.Tensor:
+        """The network's own RPN + ROI-head training losses on (reconstructed) ``levels`` ``[1, C, H, W]``,
+        with the network frozen: gradients reach only the levels (TA-MSF's task loss)."""
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        batch = OrderedDict((name, levels[name]) for name in self.level_names)
+        image_list = ImageList(self._padded_placeholder(features.input_size), [features.input_size])
+        target = resize_target(target, features.original_size, features.input_size)
+        self.model.rpn.train()
+        self.model.roi_heads.train()
+        try:
+            proposals, rpn_losses = self.model.rpn(image_list, batch, [target])
+            _, head_losses = self.model.roi_heads(batch, proposals, image_list.image_sizes, [target])
+        finally:
+            self.model.rpn.eval()
+            self.model.roi_heads.eval()
+        return sum(rpn_losses.values()) + sum(head_losses.values())
+
     def _padded_placeholder(self, input_size: tuple[int, int]) -> torch.Tensor:
         # The RPN's anchor generator reads only the padded batch shape; a zero-stride view costs nothing.
         step = self.model.transform.size_divisible
@@ -78,6 +96,19 @@ class TorchvisionRCNN(TaskModel):
     def preprocessing_id(self) -> str:
         t = self.model.transform
         return f"resize{t.min_size}-{t.max_size}-mean{list(t.image_mean)}-std{list(t.image_std)}-div{t.size_divisible}"
+
+
+def resize_target(target: dict, original: tuple[int, int], size: tuple[int, int]) -> dict:
+    """Ground truth in original pixels -> the network input's pixels (what the heads are trained on)."""
+    if tuple(original) == tuple(size):
+        return target
+    sy, sx = size[0] / original[0], size[1] / original[1]
+    boxes = target["boxes"] * torch.tensor([sx, sy, sx, sy])
+    resized = {**target, "boxes": boxes}
+    if "masks" in target:
+        masks = torch.nn.functional.interpolate(target["masks"][None].float(), size=tuple(size), mode="nearest")
+        resized["masks"] = masks[0].to(target["masks"].dtype)
+    return resized
 
 
 def _fpn_names(model: GeneralizedRCNN) -> tuple[str, ...]:

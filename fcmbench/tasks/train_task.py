@@ -18,7 +18,9 @@ from fcmbench.tasks.shapes_rcnn import build_shapes_rcnn
 def targets_of(dataset: CocoDataset, image_id: int) -> dict[str, torch.Tensor]:
     anns = dataset.coco.imgToAnns[image_id]
     boxes = [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]
-    masks = np.stack([dataset.coco.annToMask(a) for a in anns]) if anns else np.zeros((0, 256, 256), np.uint8)
+    info = dataset.coco.imgs[image_id]
+    masks = (np.stack([dataset.coco.annToMask(a) for a in anns]) if anns
+             else np.zeros((0, info["height"], info["width"]), np.uint8))
     return {"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
             "labels": torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
             "masks": torch.from_numpy(masks)}
