@@ -1,0 +1,52 @@
+"""Context model vs. none: encode and decode time of L-MSFC (CompressAI's serial raster-scan loop for the
+autoregressive variant, parallel decoding for the mean-scale one). Random-initialised weights: the timing of
+the entropy coding loop does not depend on training. `.venv/bin/pytest tests/benchmarks/bench_lmsfc.py`."""
+
+import pytest
+import torch
+
+from fcmbench.codec import CodecOptions, RatePoint
+from fcmbench.featureset import FeatureSet
+from fcmbench.methods.checkpoints import build_model, checkpoint_path, save_checkpoint
+from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCNoContextCodec
+
+SIZES = {  # (FPN channels, latent M, P2 size)
+    "coco-r50-800x1088": (256, 128, (200, 272)),
+    "shapes-256": (64, 32, (64, 64)),
+}
+
+
+def features(channels, p2) -> FeatureSet:
+    gen = torch.Generator().manual_seed(0)
+    levels, (h, w) = {}, p2
+    for name in ("0", "1", "2", "3"):
+        levels[name] = torch.randn(channels, h, w, generator=gen).relu()
+        h, w = -(-h // 2), -(-w // 2)
+    levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
+    return FeatureSet(levels, (p2[0] * 4, p2[1] * 4), (p2[0] * 4, p2[1] * 4))
+
+
+@pytest.fixture(params=list(SIZES), scope="module")
+def setup(request, tmp_path_factory):
+    channels, latent, p2 = SIZES[request.param]
+    root = tmp_path_factory.mktemp("ckpt")
+    options = CodecOptions(task_model="bench", checkpoints=root)
+    for codec in (LMSFCCodec, LMSFCNoContextCodec):
+        torch.manual_seed(0)
+        save_checkpoint(build_model(codec.name, channels, latent), checkpoint_path(codec.name, 1, options))
+    return options, features(channels, p2)
+
+
+@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec], ids=["context", "no-context"])
+def test_encode(benchmark, setup, codec_class):
+    options, x = setup
+    codec = codec_class(options)
+    benchmark.pedantic(codec.encode, args=(x, RatePoint("q1", 1)), rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec], ids=["context", "no-context"])
+def test_decode(benchmark, setup, codec_class):
+    options, x = setup
+    codec = codec_class(options)
+    data = codec.encode(x, RatePoint("q1", 1))
+    benchmark.pedantic(codec.decode, args=(data,), rounds=3, warmup_rounds=1)
