@@ -1,0 +1,43 @@
+"""The embedded default: small enough to ship, accurate enough to matter, and a demo whose RD points make sense."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
+
+PACKAGE = Path(__file__).resolve().parents[1] / "fcmbench"
+needs_weights = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained yet")
+
+
+def test_shipped_files_stay_small():
+    shipped = [p for folder in ("weights", "checkpoints") for p in (PACKAGE / folder).rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in shipped) <= 25 * 2**20
+
+
+@needs_weights
+@pytest.mark.slow
+def test_detector_reaches_half_box_map_on_val():
+    from fcmbench.tasks.train_task import evaluate_task
+
+    assert evaluate_task(SHIPPED_WEIGHTS) >= 0.5
+
+
+@needs_weights
+@pytest.mark.slow
+def test_demo_rd_points_fall_with_rate(tmp_path):
+    out = tmp_path / "demo"
+    run_cli("run", "--methods", "all", "--dataset", "shapes", "--limit", "8", "--vvenc-preset", "faster",
+            "--rates", "float32,2bit,8bit,qp27,qp47,qp22", "--out", out)
+    report = run_cli("report", "--out", out)
+    assert "report.html" in report.stdout
+    with open(out / "rd.csv") as handle:
+        rows = {(r["method"], r["rate"]): r for r in csv.DictReader(handle)}
+    m = {key: float(row["bbox_mAP"]) for key, row in rows.items()}
+    bpp = {key: float(row["bpp"]) for key, row in rows.items()}
+    assert m[("raw", "float32")] > 0.4
+    assert m[("quant", "2bit")] <= m[("quant", "8bit")] + 0.01 and bpp[("quant", "2bit")] < bpp[("quant", "8bit")]
+    assert m[("vtm-feature", "qp47")] < m[("vtm-feature", "qp27")]
+    assert m[("vtm-image", "qp47")] < m[("vtm-image", "qp22")]
