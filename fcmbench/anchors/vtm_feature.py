@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import re
 import struct
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from fcmbench.anchors.packing import pack, plan_layout, unpack
-from fcmbench.anchors.vvc import Frame, VVCBackend, vvc_backend
+from fcmbench.anchors.vvc import Frame, VVCBackend, parallel_encode, vvc_backend
 from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
@@ -35,18 +34,6 @@ TOP = 1023
 def qp_point(label: str) -> RatePoint | None:
     match = QP_LABEL.match(label)
     return RatePoint(label, int(match.group(1))) if match and int(match.group(1)) <= 63 else None
-
-
-def parallel_encode(encode, rates: list[RatePoint], workers: int) -> list[tuple[bytes, float]]:
-    """External encoders are single-threaded processes: run one per rate point, ``workers`` at a time."""
-    import time
-
-    def timed(rate: RatePoint) -> tuple[bytes, float]:
-        start = time.perf_counter()
-        return encode(rate), time.perf_counter() - start
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(timed, rates))
 
 
 class VTMFeatureAnchor(Codec):

@@ -12,8 +12,8 @@ import struct
 import numpy as np
 import torch
 
-from fcmbench.anchors.vtm_feature import parallel_encode, qp_point
-from fcmbench.anchors.vvc import Frame, VVCBackend, ffmpeg_binary, run_tool, vvc_backend
+from fcmbench.anchors.vtm_feature import qp_point
+from fcmbench.anchors.vvc import Frame, VVCBackend, ffmpeg_binary, parallel_encode, run_tool, vvc_backend
 from fcmbench.bitstream import Container
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError

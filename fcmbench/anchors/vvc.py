@@ -12,13 +12,17 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from fcmbench.codec import RatePoint
 from fcmbench.errors import FcmbenchError
 
 VTM_HELP = ("set FCMBENCH_VTM_DIR (or pass --vtm-dir) to a VTM build holding bin/EncoderAppStatic and "
@@ -183,6 +187,19 @@ def vtm_version(binary: Path) -> str:
     if not match:
         raise FcmbenchError(f"{binary} does not print a VTM version banner; is it the VTM EncoderApp? {VTM_HELP}")
     return match.group(1)
+
+
+def parallel_encode(encode: Callable[[RatePoint], bytes], rates: list[RatePoint],
+                    workers: int) -> list[tuple[bytes, float]]:
+    """External encoders are single-threaded processes: run one per rate point, ``workers`` at a time;
+    each result carries its own wall time."""
+
+    def timed(rate: RatePoint) -> tuple[bytes, float]:
+        start = time.perf_counter()
+        return encode(rate), time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(timed, rates))
 
 
 @cache
