@@ -120,7 +120,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         warnings.simplefilter("ignore", UserWarning)  # the random-weights warning goes to the report instead
         runner = Runner(config, console)
     for name, reason in runner.skipped.items():
-        console.print(f"[yellow]skipping {name}:[/] {reason}", highlight=False)
+        console.print(f"[yellow]skipping {name}:[/] {reason}", highlight=False, soft_wrap=True)
     for name, codec in runner.codecs.items():
         console.print(f"{name}: {codec.describe()}", highlight=False)
     for note in runner.task.warnings:
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except FcmbenchError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("interrupted; finished items are saved, run the same command again to resume")
