@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="*", type=Path, help="results folders to combine (default: --out)")
     report.add_argument("--anchor", help="method the BD-rates are measured against")
     report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
+    report.add_argument("--monotone", action="store_true",
+                        help="for BD-rates, drop points that do not beat every cheaper point (listed in the note)")
 
     train = commands.add_parser("train", help="train a learned feature codec on a task model's features")
     train.add_argument("method", choices=["lmsfc", "lmsfc-nocm", "tamsf"])
@@ -148,7 +150,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = args.runs or [args.out]
     rd = rd_table(runs)
     anchor = choose_anchor(rd, args.anchor)
-    bd = bd_table(rd, anchor, args.bd_method) if anchor else None
+    bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone) if anchor else None
     written = write_tables(rd, bd, args.out)
     history = provenance(runs)
     page = render_report(rd, bd, level_table(runs), history, anchor, args.bd_method, args.out)

@@ -107,3 +107,16 @@ def test_report_in_headless_chromium(report_dir):
     assert len(sizes) == 4  # two RD plots (box mAP, mAP50), two per-level plots
     assert all(w > 100 and h > 100 for w, h in sizes)
     assert len(cells) == 1 and cells[0].endswith("%") and float(cells[0].split()[0]) < -20
+
+
+def test_monotone_fit_on_request(tmp_path):
+    bumpy = [(0.015, 0.21), (0.035, 0.31), (0.05, 0.30), (0.07, 0.365), (0.15, 0.392), (0.3, 0.401)]
+    make_results(tmp_path / "r", {"anchor": ANCHOR, "bumpy": bumpy})
+    run_cli("report", "--out", tmp_path / "r", "--anchor", "anchor")
+    with open(tmp_path / "r" / "bd_rate.csv") as handle:
+        assert "not monotone" in next(csv.DictReader(handle))["note"]
+    run_cli("report", "--out", tmp_path / "r", "--anchor", "anchor", "--monotone")
+    with open(tmp_path / "r" / "bd_rate.csv") as handle:
+        row = next(csv.DictReader(handle))
+    assert row["note"] == "monotone fit dropped q2" and float(row["bd_rate_pct"]) < 0
+    assert row["test_points"] == "q0 q1 q3 q4 q5"

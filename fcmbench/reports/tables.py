@@ -113,8 +113,10 @@ def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
     return next((m for m in ANCHOR_PREFERENCE if m in methods), None)
 
 
-def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: list[str] | None = None) -> pd.DataFrame:
-    """BD-rate of every method against ``anchor``, per setup and accuracy metric; a reason where none exists."""
+def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: list[str] | None = None,
+             monotone: bool = False) -> pd.DataFrame:
+    """BD-rate of every method against ``anchor``, per setup and accuracy metric; a reason where none exists.
+    ``monotone`` drops the points that do not raise accuracy above every cheaper point (and says which)."""
     metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP") if m in rd.columns]
     rows = []
     for (dataset, task_model, _), group in rd.groupby(KEYS):
@@ -124,12 +126,27 @@ def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: l
                 continue
             for metric in metrics:
                 rows.append({"dataset": dataset, "task_model": task_model, "method": method, "anchor": anchor,
-                             "metric": metric, **_bd_cell(base, curve, metric, bd_method)})
+                             "metric": metric, **_bd_cell(base, curve, metric, bd_method, monotone)})
     return pd.DataFrame(rows, columns=["dataset", "task_model", "method", "anchor", "metric", "bd_rate_pct",
                                        "anchor_points", "test_points", "note"])
 
 
-def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: str) -> dict:
+def monotone_envelope(curve: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the points whose accuracy beats every cheaper point: the curve a user would operate on."""
+    ordered = curve.dropna(subset=[metric]).sort_values("bpp")
+    best, keep = -math.inf, []
+    for accuracy in ordered[metric]:
+        keep.append(accuracy > best)
+        best = max(best, accuracy)
+    return ordered[keep], list(ordered["rate"][[not k for k in keep]])
+
+
+def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: str, monotone: bool = False) -> dict:
+    dropped = []
+    if monotone:
+        base, dropped_base = monotone_envelope(base, metric)
+        curve, dropped_test = monotone_envelope(curve, metric)
+        dropped = [f"anchor {r}" for r in dropped_base] + dropped_test
     used = {"anchor_points": " ".join(base["rate"]), "test_points": " ".join(curve["rate"])}
     if base.empty:
         return {"bd_rate_pct": math.nan, **used, "note": "anchor has no results for this dataset and task model"}
@@ -137,7 +154,8 @@ def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: st
         value = bd_rate(base["bpp"], base[metric], curve["bpp"], curve[metric], bd_method)
     except BDRateUnavailable as reason:
         return {"bd_rate_pct": math.nan, **used, "note": str(reason)}
-    return {"bd_rate_pct": round(value, 3), **used, "note": ""}
+    note = f"monotone fit dropped {', '.join(dropped)}" if dropped else ""
+    return {"bd_rate_pct": round(value, 3), **used, "note": note}
 
 
 def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[Path]:
