@@ -41,3 +41,18 @@ def test_demo_rd_points_fall_with_rate(tmp_path):
     assert m[("quant", "2bit")] <= m[("quant", "8bit")] + 0.01 and bpp[("quant", "2bit")] < bpp[("quant", "8bit")]
     assert m[("vtm-feature", "qp47")] < m[("vtm-feature", "qp27")]
     assert m[("vtm-image", "qp47")] < m[("vtm-image", "qp22")]
+
+
+def test_detector_training_is_deterministic(tmp_path, tiny_coco):
+    """Same seed, same data -> the same weights, byte for byte: the shipped detector is reproducible."""
+    import torch
+
+    from fcmbench.datasets.coco import CocoDataset
+    from fcmbench.tasks.train_task import train_task
+
+    dataset = CocoDataset(*tiny_coco)
+    for name in ("a.pt", "b.pt"):
+        train_task(tmp_path / name, epochs=1, batch_size=3, train=dataset, evaluate=False, threads=1)
+    a, b = (torch.load(tmp_path / n, weights_only=True) for n in ("a.pt", "b.pt"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "a.pt.ckpt").exists()

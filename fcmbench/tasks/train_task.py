@@ -34,12 +34,13 @@ def flipped(image: torch.Tensor, target: dict[str, torch.Tensor]) -> tuple[torch
 
 
 def train_task(out: Path, epochs: int = 12, batch_size: int = 4, lr: float = 0.02, seed: int = 0,
-               threads: int | None = None) -> float:
-    """Train, save fp16 weights to ``out`` (resumable through ``out.ckpt``) and return val box mAP."""
+               threads: int | None = None, train: CocoDataset | None = None, evaluate: bool = True) -> float:
+    """Train on ``train`` (default: the shapes train split), save fp16 weights to ``out`` (resumable through
+    ``out.ckpt``) and return the val box mAP (NaN when ``evaluate`` is off)."""
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    train = shapes(DatasetOptions(split="train"))
+    train = train or shapes(DatasetOptions(split="train"))
     samples = [(load_image(item), targets_of(train, item.image_id)) for item in train.items()]
     model = build_shapes_rcnn().train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -78,7 +79,7 @@ def train_task(out: Path, epochs: int = 12, batch_size: int = 4, lr: float = 0.0
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}, out)
     checkpoint.unlink()
-    return evaluate_task(out)
+    return evaluate_task(out) if evaluate else float("nan")
 
 
 def evaluate_task(weights: Path, limit: int | None = None) -> float:
