@@ -8,7 +8,6 @@ kernel 1, stride 2) are not sent: the bitstream says how to rebuild them.
 
 from __future__ import annotations
 
-import re
 import struct
 
 import numpy as np
@@ -16,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from fcmbench.anchors.packing import pack, plan_layout, unpack
-from fcmbench.anchors.vvc import Frame, VVCBackend, parallel_encode, vvc_backend
+from fcmbench.anchors.vvc import Frame, VVCCodec
 from fcmbench.bitstream import Container, Reader, short_string
-from fcmbench.codec import Codec, CodecOptions, RatePoint
+from fcmbench.codec import RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.tensorio import to_numpy
@@ -27,37 +26,16 @@ CTTC_QPS = (35, 37, 39, 41, 43, 45)
 # The embedded default's frame (64 channels at stride 4 of a 256x256 image) holds 4 feature values per image
 # pixel: the CTTC QPs cover only its middle. These span it from near-useless to saturated accuracy.
 TASK_QPS = {"shapes_rcnn": (27, 32, 37, 42, 47)}
-QP_LABEL = re.compile(r"qp(\d{1,2})$")
-TOP = 1023
+TOP = 1023  # 10-bit samples
 
 
-def qp_point(label: str) -> RatePoint | None:
-    match = QP_LABEL.match(label)
-    return RatePoint(label, int(match.group(1))) if match and int(match.group(1)) <= 63 else None
-
-
-class VTMFeatureAnchor(Codec):
+class VTMFeatureAnchor(VVCCodec):
     name = "vtm-feature"
     display_name = "VVC feature anchor"
-
-    def __init__(self, options: CodecOptions | None = None) -> None:
-        super().__init__(options)
-        self._backend: VVCBackend | None = None
-
-    @property
-    def backend(self) -> VVCBackend:
-        if self._backend is None:
-            self._backend = vvc_backend(self.options.extra.get("vtm_dir"),
-                                        self.options.extra.get("vvenc_preset", "medium"))
-        return self._backend
 
     @classmethod
     def rate_points(cls) -> list[RatePoint]:
         return [RatePoint(f"qp{qp}", qp) for qp in reversed(CTTC_QPS)]
-
-    @classmethod
-    def rate_point(cls, label: str) -> RatePoint | None:
-        return qp_point(label)
 
     def operating_points(self) -> list[RatePoint]:
         qps = TASK_QPS.get(self.options.task_model or "", CTTC_QPS)
@@ -76,9 +54,6 @@ class VTMFeatureAnchor(Codec):
         stream = self.backend.encode(Frame(samples, bit_depth=10), int(rate.value))
         header = struct.pack(">2fB", low, high, int(rate.value)) + pack_level_list(sent, derived)
         return Container(self.name, x.original_size, x.input_size, header, {"vvc": stream}).to_bytes()
-
-    def encode_batch(self, x: FeatureSet, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
-        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.options.extra.get("jobs", 2))
 
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)

@@ -12,10 +12,9 @@ import struct
 import numpy as np
 import torch
 
-from fcmbench.anchors.vtm_feature import qp_point
-from fcmbench.anchors.vvc import Frame, VVCBackend, ffmpeg_binary, parallel_encode, run_tool, vvc_backend
+from fcmbench.anchors.vvc import Frame, VVCCodec, ffmpeg_binary, run_tool
 from fcmbench.bitstream import Container
-from fcmbench.codec import Codec, CodecOptions, RatePoint
+from fcmbench.codec import RatePoint
 from fcmbench.errors import FcmbenchError
 
 VCM_QPS = (22, 27, 32, 37, 42, 47)
@@ -42,29 +41,14 @@ def yuv420_to_rgb(frame: Frame) -> np.ndarray:
     return np.frombuffer(run_tool(command, "YUV to RGB conversion", planes), np.uint8).reshape(h, w, 3)
 
 
-class VTMImageAnchor(Codec):
+class VTMImageAnchor(VVCCodec):
     name = "vtm-image"
     kind = "image"
     display_name = "VVC image anchor"
 
-    def __init__(self, options: CodecOptions | None = None) -> None:
-        super().__init__(options)
-        self._backend: VVCBackend | None = None
-
-    @property
-    def backend(self) -> VVCBackend:
-        if self._backend is None:
-            self._backend = vvc_backend(self.options.extra.get("vtm_dir"),
-                                        self.options.extra.get("vvenc_preset", "medium"))
-        return self._backend
-
     @classmethod
     def rate_points(cls) -> list[RatePoint]:
         return [RatePoint(f"qp{qp}", qp) for qp in reversed(VCM_QPS)]
-
-    @classmethod
-    def rate_point(cls, label: str) -> RatePoint | None:
-        return qp_point(label)
 
     def describe(self) -> str:
         return f"{self.label()}: {self.backend.name}, 4:2:0 8-bit in, 10-bit internal"
@@ -76,9 +60,6 @@ class VTMImageAnchor(Codec):
         stream = self.backend.encode(rgb_to_yuv420(padded), int(rate.value))
         header = struct.pack(">B2H", int(rate.value), *padded.shape[:2])
         return Container(self.name, (h, w), (h, w), header, {"vvc": stream}).to_bytes()
-
-    def encode_batch(self, x: torch.Tensor, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
-        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.options.extra.get("jobs", 2))
 
     def decode(self, data: bytes) -> torch.Tensor:
         box = Container.from_bytes(data, expected_codec=self.name)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fcmbench.codec import RatePoint
+from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
 
 VTM_HELP = ("set FCMBENCH_VTM_DIR (or pass --vtm-dir) to a VTM build holding bin/EncoderAppStatic and "
@@ -231,3 +231,30 @@ def vvc_backend(vtm_dir: str | Path | None = None, vvenc_preset: str = "medium")
             raise FcmbenchError(f"VTM folder {folder} does not exist; {VTM_HELP}")
         return VTM(Path(folder))
     return VVenC(vvenc_preset)
+
+
+QP_LABEL = re.compile(r"qp(\d{1,2})$")
+
+
+class VVCCodec(Codec):
+    """What both VVC anchors share: the back-end chosen from the options, QP rate points (``qpNN`` labels
+    beyond the defaults are accepted), and concurrent encoder processes."""
+
+    def __init__(self, options: CodecOptions | None = None) -> None:
+        super().__init__(options)
+        self._backend: VVCBackend | None = None
+
+    @property
+    def backend(self) -> VVCBackend:
+        if self._backend is None:
+            self._backend = vvc_backend(self.options.extra.get("vtm_dir"),
+                                        self.options.extra.get("vvenc_preset", "medium"))
+        return self._backend
+
+    @classmethod
+    def rate_point(cls, label: str) -> RatePoint | None:
+        match = QP_LABEL.match(label)
+        return RatePoint(label, int(match.group(1))) if match and int(match.group(1)) <= 63 else None
+
+    def encode_batch(self, x, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
+        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.options.extra.get("jobs", 2))
