@@ -25,7 +25,7 @@ def fpn(seed: int, channels: int = 8, p2=(20, 28)) -> FeatureSet:
         levels[name] = torch.randn(channels, h, w, generator=gen).relu()
         h, w = -(-h // 2), -(-w // 2)
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, (80, 112), (80, 112))
+    return FeatureSet(levels, (80, 112), (80, 112), {"derived": {"pool": "3"}})
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
@@ -100,3 +100,12 @@ def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):
     codec = TAMSFCodec(options)
     decoded = codec.decode(codec.encode(features[0], RatePoint("q1", 1)))
     assert list(decoded) == list(features[0])
+
+
+def test_levels_it_cannot_rebuild_are_refused(tmp_path):
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path)
+    save_checkpoint(build_model("lmsfc-nocm", 8, 16), checkpoint_path("lmsfc-nocm", 1, options))
+    x = fpn(0)
+    not_pooled = FeatureSet(dict(x.levels), x.original_size, x.input_size)  # a fifth level the net computes
+    with pytest.raises(FcmbenchError, match="max-pool"):
+        LMSFCNoContextCodec(options).encode(not_pooled, RatePoint("q1", 1))

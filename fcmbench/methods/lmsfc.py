@@ -26,7 +26,7 @@ from compressai.layers import (
 from compressai.models import JointAutoregressiveHierarchicalPriors, MeanScaleHyperprior
 from torch import nn
 
-from fcmbench.bitstream import Container, Reader
+from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
@@ -196,6 +196,17 @@ def unpad_levels(levels: list[torch.Tensor], p2_size: tuple[int, int]) -> list[t
     return out
 
 
+def coded_levels(x: FeatureSet) -> list[str]:
+    """The four levels L-MSFC codes; a fifth must be one the task network derives from the fourth (P6)."""
+    names = list(x)
+    if len(names) not in (4, 5):
+        raise FcmbenchError(f"L-MSFC codes 4 FPN levels (+ a derived P6); these features have {len(names)}")
+    if len(names) == 5 and x.meta.get("derived", {}).get(names[4]) != names[3]:
+        raise FcmbenchError(f"L-MSFC rebuilds level {names[4]!r} as a max-pool of {names[3]!r}, but the task model "
+                            "does not derive it that way")
+    return names[:4]
+
+
 class LMSFCCodec(Codec):
     """``lmsfc``: the context-model variant (serial raster-scan decoding)."""
 
@@ -218,14 +229,13 @@ class LMSFCCodec(Codec):
     def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:
         quality = int(rate.value)
         model = self.model(quality)
-        names = list(x)[:4]
+        names = coded_levels(x)
         levels = [x[name][None].to(self.options.device) for name in names]
         with torch.inference_mode():
             out = model.compress(pad_levels(levels))
         y_string, z_string = out["strings"][0][0], out["strings"][1][0]
         p2_h, p2_w = levels[0].shape[-2:]
-        header = struct.pack(">B2H", quality, p2_h, p2_w) + b"".join(
-            struct.pack(">B", len(n)) + n.encode() for n in [*names, *(list(x)[4:5])])
+        header = struct.pack(">B2H", quality, p2_h, p2_w) + b"".join(short_string(n) for n in list(x))
         return Container(self.name, x.original_size, x.input_size, header, {"y": y_string, "z": z_string}).to_bytes()
 
     def decode(self, data: bytes) -> FeatureSet:

@@ -23,7 +23,7 @@ def features(channels, p2) -> FeatureSet:
         levels[name] = torch.randn(channels, h, w, generator=gen).relu()
         h, w = -(-h // 2), -(-w // 2)
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, (p2[0] * 4, p2[1] * 4), (p2[0] * 4, p2[1] * 4))
+    return FeatureSet(levels, (p2[0] * 4, p2[1] * 4), (p2[0] * 4, p2[1] * 4), {"derived": {"pool": "3"}})
 
 
 @pytest.fixture(params=list(SIZES), scope="module")
