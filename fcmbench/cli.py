@@ -115,9 +115,6 @@ def cmd_run(args: argparse.Namespace) -> None:
         skip_unready=args.methods.strip() == "all",
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
-    registry.datasets.resolve(args.dataset)
-    if args.task_model:
-        registry.task_models.resolve(args.task_model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the random-weights warning goes to the report instead
         runner = Runner(config, console)
