@@ -110,3 +110,29 @@ def test_bad_data_exit_2_and_write_nothing_for_the_failed_item(tmp_path, tiny_co
 
     result = run_cli("report", "--out", tmp_path / "nothing", check=False)
     assert result.returncode == 2 and "fcmbench run" in result.stderr
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, tiny_coco):
+    import os
+    import re
+    import signal
+    import subprocess
+    import time
+
+    from conftest import FCMBENCH
+
+    out = tmp_path / "run"
+    args = ["run", "--methods", "raw,quant", "--out", str(out), *map(str, coco_args(tiny_coco))]
+    process = subprocess.Popen([str(FCMBENCH), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if (out / "results.sqlite").is_file() and item_count(out) >= 10:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    survived = item_count(out)
+    assert 10 <= survived < 42, "the kill should land mid-run"
+    again = run_cli(*args)
+    computed = int(re.search(r"(\d+) item\(s\) computed", again.stderr).group(1))
+    assert computed == 42 - survived and item_count(out) == 42
