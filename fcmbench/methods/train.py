@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import build_model, save_checkpoint
-from fcmbench.methods.lmsfc import LAMBDAS, pad_levels, unpad_levels
+from fcmbench.methods.lmsfc import LAMBDAS, latent_width, pad_levels, unpad_levels
 
 LEVEL_WEIGHT = 0.2
 
@@ -61,7 +61,7 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
     train = [f.replace({k: v.clone() for k, v in f.items()}) for f in train]
     val = [f.replace({k: v.clone() for k, v in f.items()}) for f in val]
     channels = train[0][next(iter(train[0]))].shape[0]
-    latent = config.latent or (128 if config.quality <= 3 and config.method != "lmsfc-nocm" else 192)
+    latent = config.latent or latent_width(config.quality, context_model=config.method != "lmsfc-nocm")
     model = build_model(config.method, channels, latent)
     lam = LAMBDAS[config.quality]
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]

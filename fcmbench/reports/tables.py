@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -19,15 +20,19 @@ ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
 KEYS = ["dataset", "task_model", "setup"]
 
 
-def rd_table(folders: list[Path]) -> pd.DataFrame:
-    """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins."""
-    rows = []
+def stores(folders: list[Path]) -> Iterator[tuple[Path, Store]]:
+    """Each results folder's store, opened read-side and closed after use."""
     for folder in folders:
         store = Store(folder, create=False)
         try:
-            rows += _rd_rows(store)
+            yield folder, store
         finally:
             store.close()
+
+
+def rd_table(folders: list[Path]) -> pd.DataFrame:
+    """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins."""
+    rows = [row for _, store in stores(folders) for row in _rd_rows(store)]
     if not rows:
         raise FcmbenchError(f"no evaluated results in {', '.join(map(str, folders))}; run `fcmbench run` first")
     frame = pd.DataFrame(rows).sort_values("evaluated_at")
@@ -55,16 +60,12 @@ def _rd_rows(store: Store) -> list[dict]:
 def level_table(folders: list[Path]) -> pd.DataFrame:
     """Bits per pixel of each container segment (FPN level or header) per (setup, method, rate point)."""
     rows = []
-    for folder in folders:
-        store = Store(folder, create=False)
-        try:
-            for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level FROM items"):
-                for level, size in json.loads(r["bytes_per_level"]).items():
-                    rows.append({"setup": r["setup"], "method": r["method"], "rate": r["rate"],
-                                 "level": "header" if level == HEADER_KEY else level,
-                                 "bits": 8 * size, "pixels": r["pixels"]})
-        finally:
-            store.close()
+    for _, store in stores(folders):
+        for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level FROM items"):
+            for level, size in json.loads(r["bytes_per_level"]).items():
+                rows.append({"setup": r["setup"], "method": r["method"], "rate": r["rate"],
+                             "level": "header" if level == HEADER_KEY else level,
+                             "bits": 8 * size, "pixels": r["pixels"]})
     frame = pd.DataFrame(rows, columns=["setup", "method", "rate", "level", "bits", "pixels"])
     totals = frame.groupby(["setup", "method", "rate", "level"], sort=False)[["bits", "pixels"]].sum().reset_index()
     # pixels are summed once per level, so the ratio is the level's share of the dataset bpp
@@ -75,15 +76,11 @@ def level_table(folders: list[Path]) -> pd.DataFrame:
 def provenance(folders: list[Path]) -> list[dict]:
     """The newest run's provenance per results folder and setup."""
     found = []
-    for folder in folders:
-        store = Store(folder, create=False)
-        try:
-            for r in store.query("SELECT setup, provenance, started_at FROM runs r1 WHERE id = "
-                                 "(SELECT MAX(id) FROM runs r2 WHERE r2.setup = r1.setup)"):
-                found.append({"folder": str(folder), "setup": r["setup"], "started_at": r["started_at"],
-                              **json.loads(r["provenance"])})
-        finally:
-            store.close()
+    for folder, store in stores(folders):
+        for r in store.query("SELECT setup, provenance, started_at FROM runs r1 WHERE id = "
+                             "(SELECT MAX(id) FROM runs r2 WHERE r2.setup = r1.setup)"):
+            found.append({"folder": str(folder), "setup": r["setup"], "started_at": r["started_at"],
+                          **json.loads(r["provenance"])})
     return found
 
 
@@ -101,6 +98,11 @@ def cttc_table(rd: pd.DataFrame) -> pd.DataFrame:
 
 def metric_columns(rd: pd.DataFrame) -> list[str]:
     return [c for c in rd.columns if c.split("_")[0] in ("bbox", "segm", "keypoints")]
+
+
+def headline_metrics(rd: pd.DataFrame) -> list[str]:
+    """mAP and mAP50 of each task: the columns tables show (rd.csv keeps all)."""
+    return [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]
 
 
 def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
@@ -167,7 +169,7 @@ def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[P
     written = [out / "rd.csv", out / "cttc.csv"]
     markdown = ["# fcmbench report", "", "## RD points", "",
                 public[["dataset", "task_model", "method", "rate", "n_images", "bpp",
-                        *[m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]]]
+                        *headline_metrics(rd)]]
                 .to_markdown(index=False, floatfmt=".4f")]
     if bd is not None:
         bd.to_csv(out / "bd_rate.csv", index=False, float_format="%.6g")
@@ -180,7 +182,7 @@ def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[P
 
 def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:
     """One RD table per dataset x task model, then the BD-rates."""
-    metrics = [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]
+    metrics = headline_metrics(rd)
     for (dataset, task_model, _), group in rd.groupby(KEYS):
         table = Table(title=f"RD points: {dataset} / {task_model}")
         for column in ["method", "rate", "images", "bpp", *metrics, "enc s/img", "dec s/img"]:
