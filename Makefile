@@ -4,7 +4,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install
+.PHONY: demo test install checkpoints
+
+# The shipped embedded-default checkpoints of the learned feature codecs (latent width 16, int8 kernels to stay
+# small). Each quality starts from the one below it; `make -j3 checkpoints` trains the three methods at once.
+LEARNED := lmsfc lmsfc-nocm tamsf
+EMBEDDED_LAMBDAS := 1:8 2:32 3:128 4:512
+TRAIN := $(BIN)/fcmbench train --task-model shapes_rcnn --dataset shapes --latent 16 --batch-size 4 --lr 2e-3 \
+	--threads 1 --int8-weights --out fcmbench/checkpoints
 
 install: $(STAMP)
 
@@ -22,3 +29,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check fcmbench tests
 	$(BIN)/pytest
+
+checkpoints: $(addprefix checkpoints-,$(LEARNED))
+
+checkpoints-%: $(STAMP)
+	$(TRAIN) $* --quality 1 --lmbda 8 --steps 3000
+	for point in $(wordlist 2,4,$(EMBEDDED_LAMBDAS)); do q=$${point%%:*}; \
+	  $(TRAIN) $* --quality $$q --lmbda $${point##*:} --steps 1500 \
+	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q - 1)).pt || exit 1; done

@@ -73,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--latent", type=int, help="latent width M (default: the reference width for the quality)")
     train.add_argument("--images", type=int, help="use only the first N training images")
+    train.add_argument("--batch-size", type=int, default=8, help="images per step (among images of equal size)")
+    train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (halved on plateau)")
+    train.add_argument("--lmbda", type=float, help="rate-distortion λ (default: the reference λ of the quality)")
+    train.add_argument("--init", type=Path, help="start from this checkpoint's weights (e.g. the next quality)")
+    train.add_argument("--threads", type=int, help="CPU threads for torch (fix it to reproduce a checkpoint)")
+    train.add_argument("--int8-weights", action="store_true",
+                       help="store convolution kernels as int8 (4x smaller; the shipped checkpoints)")
     train.add_argument("--out", type=Path, help="checkpoint root (default: $FCMBENCH_CHECKPOINTS or the package's)")
     train.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
 
@@ -169,6 +176,8 @@ def cmd_train_task(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     from fcmbench.codec import CodecOptions
     from fcmbench.datasets.shapes import default_cache
     from fcmbench.methods.checkpoints import checkpoint_path
@@ -176,6 +185,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from fcmbench.runner import ImageWork
     from fcmbench.tasks.base import TaskModelOptions
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     task = registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
     build = registry.datasets.get(args.dataset)
     train_items = build(DatasetOptions(split="train")).items()[: args.images]
@@ -184,8 +195,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
     # TA-MSF adds the detection loss after a warm-up on rate-distortion alone (half the steps)
-    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent,
-                         task_warmup=args.steps // 2)
+    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent, lr=args.lr,
+                         task_warmup=args.steps // 2, batch_size=args.batch_size, lmbda=args.lmbda,
+                         init=args.init, int8_weights=args.int8_weights)
     targets = None
     if args.method == "tamsf":
         from fcmbench.tasks.train_task import targets_of

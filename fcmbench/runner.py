@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import platform
 import sys
 import time
@@ -226,7 +227,8 @@ class ImageWork:
         features = self.task.front(self.image)
         self.front_s = time.perf_counter() - start
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        # one partial file per process: two runs sharing the cache may compute the same entry at once
+        partial = path.with_suffix(f".{os.getpid()}.partial")
         torch.save({"levels": features.levels, "original_size": list(features.original_size),
                     "input_size": list(features.input_size), "meta": features.meta}, partial)
         partial.replace(path)

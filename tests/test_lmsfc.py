@@ -11,7 +11,7 @@ import torch
 from fcmbench.codec import CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import build_model, checkpoint_path, save_checkpoint
+from fcmbench.methods.checkpoints import build_model, checkpoint_path, load_weights, save_checkpoint
 from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCContext, LMSFCNoContext, LMSFCNoContextCodec
 from fcmbench.methods.train import TrainConfig, train_codec
 
@@ -42,12 +42,13 @@ def test_layout_matches_the_published_checkpoints(manifest, model):
     assert sum(p.numel() for p in built.parameters()) == reference["param_count"]
 
 
-@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec])
-def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class):
+@pytest.mark.parametrize(("codec_class", "int8"), [(LMSFCCodec, False), (LMSFCNoContextCodec, False),
+                                                    (LMSFCCodec, True)])
+def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8):
     options = CodecOptions(task_model="toy", checkpoints=tmp_path)
     torch.manual_seed(0)
     model = build_model(codec_class.name, 8, 16)
-    save_checkpoint(model, checkpoint_path(codec_class.name, 2, options))
+    save_checkpoint(model, checkpoint_path(codec_class.name, 2, options), int8_weights=int8)
     codec = codec_class(options)
     x = fpn(1)
     data = codec.encode(x, RatePoint("q2", 2))
@@ -64,6 +65,18 @@ def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class):
     assert all(torch.equal(mine[k], other[k]) for k in mine)
 
 
+def test_int8_weights_are_four_times_smaller_and_close(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("lmsfc-nocm", 64, 32)
+    save_checkpoint(model, tmp_path / "full.pt")
+    save_checkpoint(model, tmp_path / "int8.pt", int8_weights=True)
+    assert (tmp_path / "int8.pt").stat().st_size < 0.27 * (tmp_path / "full.pt").stat().st_size
+    loaded = build_model("lmsfc-nocm", 64, 32)
+    load_weights(loaded, tmp_path / "int8.pt")
+    for (name, before), after in zip(model.named_parameters(), loaded.parameters(), strict=True):
+        assert torch.allclose(before, after, atol=before.abs().max().item() / 200), name
+
+
 def test_missing_checkpoint_says_how_to_train(tmp_path):
     codec = LMSFCCodec(CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path))
     with pytest.raises(FcmbenchError, match=r"(?s)q3\.pt.*fcmbench train lmsfc --quality 3"):
@@ -72,11 +85,18 @@ def test_missing_checkpoint_says_how_to_train(tmp_path):
 
 def test_a_few_training_steps_lower_the_loss(tmp_path):
     train = [fpn(i) for i in range(4)]
-    config = TrainConfig("lmsfc-nocm", 3, tmp_path / "q3.pt", steps=60, latent=16, lr=1e-3, validate_every=20)
+    config = TrainConfig("lmsfc-nocm", 3, tmp_path / "q3.pt", steps=60, latent=16, lr=1e-3, validate_every=20,
+                         batch_size=2)
     result = train_codec(config, train, train[:2])
     losses = [h["val_loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
     assert (tmp_path / "q3.pt").is_file() and not (tmp_path / "q3.pt.resume").exists()
+    # the next quality starts from this one's weights, not at random
+    config = TrainConfig("lmsfc-nocm", 4, tmp_path / "q4.pt", steps=20, latent=16, lr=1e-3, validate_every=20,
+                         init=tmp_path / "q3.pt", lmbda=0.125)
+    warm = train_codec(config, train, train[:2])
+    assert warm["history"][0]["val_loss"] < losses[0]
+    assert torch.load(tmp_path / "q4.pt", weights_only=True)["lam"] == 0.125  # not q4's own 0.25
 
 
 def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):

@@ -56,6 +56,8 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
     except Exception as err:
         raise FcmbenchError(f"checkpoint {path} is not a PyTorch checkpoint: {err}") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    if isinstance(saved, dict) and "int8_scales" in saved:
+        state = dequantized(state, saved["int8_scales"])
     state = published_names(state) if isinstance(state, dict) else None
     if not isinstance(state, dict) or "g_a.p2Encoder.0.conv1.weight" not in state:
         raise FcmbenchError(f"checkpoint {path} is not an L-MSFC/TA-MSF checkpoint (no g_a.p2Encoder weights)")
@@ -66,7 +68,7 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
                             f"which does not fit method {method}")
     model = build_model(method, int(channels), int(latent))
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(with_derived_buffers(model, state))
     except RuntimeError as err:
         raise FcmbenchError(f"checkpoint {path} does not fit {method}: {str(err).splitlines()[0]}") from None
     model.update(force=True)
@@ -85,10 +87,57 @@ def published_names(state: dict) -> dict:
     return renamed
 
 
-def save_checkpoint(model: nn.Module, path: Path, **info) -> None:
-    """Atomic save of a codec ready to code (``update()`` done), with what built it."""
+def save_checkpoint(model: nn.Module, path: Path, int8_weights: bool = False, **info) -> None:
+    """Atomic save of a codec ready to code (``update()`` done), with what built it. ``int8_weights`` stores
+    convolution kernels as int8 with one scale per output channel (4x smaller; the shipped embedded-default
+    checkpoints): the dequantized weights are the model, on the encoder's side as on the decoder's."""
     model.update(force=True)
+    state = model.state_dict()
+    if int8_weights:
+        state, info["int8_scales"] = quantized(state)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save({"state_dict": model.state_dict(), **info}, partial)
+    partial = path.with_suffix(f".{os.getpid()}.partial")
+    torch.save({"state_dict": state, **info}, partial)
     partial.replace(path)
+
+
+# buffers the model rebuilds itself: CDF tables (``update()`` on load) and the context model's mask
+DERIVED_BUFFERS = ("._quantized_cdf", "._offset", "._cdf_length", ".mask")
+
+
+def with_derived_buffers(model: nn.Module, state: dict) -> dict:
+    """A compact checkpoint leaves out what ``update()`` recomputes: take those from the model itself."""
+    own = model.state_dict()
+    return {**{k: v for k, v in own.items() if k.endswith(DERIVED_BUFFERS) and k not in state}, **state}
+
+
+def quantized(state: dict) -> tuple[dict, dict]:
+    """Symmetric per-output-channel int8 for every convolution kernel; buffers the model rebuilds itself are
+    left out; everything else stays as it is."""
+    out = {k: v for k, v in state.items() if not k.endswith(DERIVED_BUFFERS)}
+    scales = {}
+    for key, value in out.items():
+        if key.endswith(".weight") and value.dim() == 4 and value.is_floating_point():
+            scale = value.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
+            out[key] = torch.round(value / scale[:, None, None, None]).to(torch.int8)
+            scales[key] = scale.float()
+    return out, scales
+
+
+def dequantized(state: dict, scales: dict) -> dict:
+    out = dict(state)
+    for key, scale in scales.items():
+        out[key] = state[key].float() * scale[:, None, None, None]
+    return out
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Start training from another checkpoint's weights (a neighbouring quality, say)."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    state = published_names(saved.get("state_dict", saved))
+    if "int8_scales" in saved:
+        state = dequantized(state, saved["int8_scales"])
+    try:
+        model.load_state_dict(with_derived_buffers(model, state))
+    except RuntimeError as err:
+        raise FcmbenchError(f"--init {path} does not fit this network: {str(err).splitlines()[0]}") from None

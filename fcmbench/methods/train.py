@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 
 from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import build_model, save_checkpoint
+from fcmbench.methods.checkpoints import build_model, load_weights, save_checkpoint
 from fcmbench.methods.lmsfc import LAMBDAS, latent_width, pad_levels, unpad_levels
 
 LEVEL_WEIGHT = 0.2
@@ -36,21 +36,27 @@ class TrainConfig:
     seed: int = 123
     task_loss_weight: float = 0.1
     task_warmup: int = 0  # steps before the task loss joins (TA-MSF)
+    batch_size: int = 8  # images per step, drawn among images whose features have the same sizes
+    lmbda: float | None = None  # overrides the reference λ of the quality (recorded in the checkpoint)
+    init: Path | None = None  # start from these weights (a neighbouring quality) instead of at random
+    int8_weights: bool = False  # store convolution kernels as int8 (the shipped embedded-default checkpoints)
 
 
-def rate_distortion(model: torch.nn.Module, features: FeatureSet, lam: float) -> tuple[torch.Tensor, dict]:
-    """One forward pass: loss, and its parts for logging; ``recon`` holds the reconstructed levels."""
-    names = list(features)
-    levels = [features[n][None] for n in names[:4]]
+def rate_distortion(model: torch.nn.Module, batch: list[FeatureSet], lam: float) -> tuple[torch.Tensor, dict]:
+    """One forward pass over images whose features have the same sizes: loss, and its parts for logging;
+    ``recon`` holds the reconstructed levels of the first image."""
+    names = list(batch[0])
+    levels = [torch.stack([f[n] for f in batch]) for n in names[:4]]
     out = model(pad_levels(levels))
     recon = unpad_levels(out["x_hat"], tuple(levels[0].shape[-2:]))
     if len(names) > 4:  # P6 is derived from P5 on both sides
         recon.append(F.max_pool2d(recon[3], kernel_size=1, stride=2))
-        levels.append(features[names[4]][None])
+        levels.append(torch.stack([f[names[4]] for f in batch]))
     distortion = sum(LEVEL_WEIGHT * F.mse_loss(r, t) for r, t in zip(recon, levels, strict=True))
-    pixels = features.original_pixels
+    pixels = sum(f.original_pixels for f in batch)
     bpp = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values()) / pixels
-    return lam * distortion + bpp, {"bpp": bpp, "mse": distortion, "recon": dict(zip(names, recon, strict=False))}
+    first = {n: r[:1] for n, r in zip(names, recon, strict=False)}
+    return lam * distortion + bpp, {"bpp": bpp, "mse": distortion, "recon": first}
 
 
 def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureSet], task=None,
@@ -63,7 +69,10 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
     channels = train[0][next(iter(train[0]))].shape[0]
     latent = config.latent or latent_width(config.quality, context_model=config.method != "lmsfc-nocm")
     model = build_model(config.method, channels, latent)
-    lam = LAMBDAS[config.quality]
+    if config.init:
+        load_weights(model, config.init)
+    lam = config.lmbda or LAMBDAS[config.quality]
+    buckets = same_size_groups(train)
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -85,7 +94,8 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
         while step < config.steps:
             model.train()
             index = int(torch.randint(len(train), (1,), generator=generator))
-            loss, parts = rate_distortion(model, train[index], lam)
+            batch = batch_with(index, buckets, config.batch_size, generator)
+            loss, parts = rate_distortion(model, [train[i] for i in batch], lam)
             if task is not None and targets is not None and step >= config.task_warmup:
                 loss = loss + config.task_loss_weight * task.training_loss(train[index], parts["recon"],
                                                                            targets[index])
@@ -108,13 +118,28 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict(), "plateau": plateau.state_dict(),
                             "step": step, "best": best, "history": history}, resume)
-    save_checkpoint(model.eval(), config.out, method=config.method, quality=config.quality, lam=lam,
-                    channels=channels, latent=latent, steps=step, history=history)
+    save_checkpoint(model.eval(), config.out, int8_weights=config.int8_weights, method=config.method,
+                    quality=config.quality, lam=lam, channels=channels, latent=latent, steps=step, history=history,
+                    init=str(config.init) if config.init else None)
     resume.unlink(missing_ok=True)
     return {"history": history, "path": config.out}
+
+
+def same_size_groups(features: list[FeatureSet]) -> dict[int, list[int]]:
+    """Index of each image -> the images whose levels have the same sizes (they can share a batch)."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, f in enumerate(features):
+        by_shape.setdefault(tuple(tuple(t.shape) for t in f.values()), []).append(i)
+    return {i: group for group in by_shape.values() for i in group}
+
+
+def batch_with(index: int, groups: dict[int, list[int]], size: int, generator: torch.Generator) -> list[int]:
+    group = groups[index]
+    others = torch.randint(len(group), (size - 1,), generator=generator).tolist()
+    return [index, *(group[i] for i in others)]
 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, val: list[FeatureSet], lam: float) -> float:
     model.eval()
-    return sum(rate_distortion(model, features, lam)[0].item() for features in val) / max(1, len(val))
+    return sum(rate_distortion(model, [features], lam)[0].item() for features in val) / max(1, len(val))
