@@ -18,12 +18,15 @@ from fcmbench.methods.train import TrainConfig, train_codec
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
 
 
-def fpn(seed: int, channels: int = 8, p2=(20, 28)) -> FeatureSet:
+def fpn(seed: int, channels: int = 8, p2=(20, 28), computed: int = 4) -> FeatureSet:
+    """``computed`` levels, then (for 4) a pooled P6 as torchvision builds it; 5 computed levels: SSD-style."""
     gen = torch.Generator().manual_seed(seed)
     levels, (h, w) = {}, p2
-    for name in ("0", "1", "2", "3"):
+    for name in map(str, range(computed)):
         levels[name] = torch.randn(channels, h, w, generator=gen).relu()
         h, w = -(-h // 2), -(-w // 2)
+    if computed != 4:
+        return FeatureSet(levels, (80, 112), (80, 112))
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
     return FeatureSet(levels, (80, 112), (80, 112), {"derived": {"pool": "3"}})
 
@@ -42,15 +45,15 @@ def test_layout_matches_the_published_checkpoints(manifest, model):
     assert sum(p.numel() for p in built.parameters()) == reference["param_count"]
 
 
-@pytest.mark.parametrize(("codec_class", "int8"), [(LMSFCCodec, False), (LMSFCNoContextCodec, False),
-                                                    (LMSFCCodec, True)])
-def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8):
+@pytest.mark.parametrize(("codec_class", "int8", "computed"), [
+    (LMSFCCodec, False, 4), (LMSFCNoContextCodec, False, 4), (LMSFCCodec, True, 4), (LMSFCNoContextCodec, False, 5)])
+def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8, computed):
     options = CodecOptions(task_model="toy", checkpoints=tmp_path)
     torch.manual_seed(0)
-    model = build_model(codec_class.name, 8, 16)
+    model = build_model(codec_class.name, 8, 16, levels=computed)
     save_checkpoint(model, checkpoint_path(codec_class.name, 2, options), int8_weights=int8)
     codec = codec_class(options)
-    x = fpn(1)
+    x = fpn(1, computed=computed)
     data = codec.encode(x, RatePoint("q2", 2))
     mine = codec.decode(data)
     assert [mine[k].shape for k in mine] == [x[k].shape for k in x]
@@ -122,10 +125,11 @@ def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):
     assert list(decoded) == list(features[0])
 
 
-def test_levels_it_cannot_rebuild_are_refused(tmp_path):
+def test_level_counts_that_do_not_fit_are_refused(tmp_path):
     options = CodecOptions(task_model="toy", checkpoints=tmp_path)
     save_checkpoint(build_model("lmsfc-nocm", 8, 16), checkpoint_path("lmsfc-nocm", 1, options))
-    x = fpn(0)
-    not_pooled = FeatureSet(dict(x.levels), x.original_size, x.input_size)  # a fifth level the net computes
-    with pytest.raises(FcmbenchError, match="max-pool"):
-        LMSFCNoContextCodec(options).encode(not_pooled, RatePoint("q1", 1))
+    codec = LMSFCNoContextCodec(options)
+    with pytest.raises(FcmbenchError, match="checkpoint codes 4 levels, these features have 5"):
+        codec.encode(fpn(0, computed=5), RatePoint("q1", 1))
+    with pytest.raises(FcmbenchError, match="4 or 5 computed FPN levels; these features have 6"):
+        codec.encode(fpn(0, computed=6), RatePoint("q1", 1))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +64,10 @@ def ensure_split(root: Path, split: str, seed: int = 0) -> Path:
 
 
 def write_split(folder: Path, count: int, seed: int) -> None:
-    partial = folder.with_name(folder.name + ".partial")
-    (partial / "images").mkdir(parents=True, exist_ok=True)
+    # one partial folder per process: two processes may generate the same split at once
+    partial = folder.with_name(f"{folder.name}.{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    (partial / "images").mkdir(parents=True)
     images, annotations = [], []
     for index in range(count):
         image_id = index + 1
@@ -80,7 +83,12 @@ def write_split(folder: Path, count: int, seed: int) -> None:
         "categories": categories(),
     }
     (partial / "annotations.json").write_text(json.dumps(ground_truth, sort_keys=True))
-    partial.rename(folder)  # atomic: a killed generator never leaves a half split behind
+    try:
+        partial.rename(folder)  # atomic: a killed generator never leaves a half split behind
+    except OSError:  # another process finished the same split first
+        if not (folder / "annotations.json").is_file():
+            raise
+        shutil.rmtree(partial)
 
 
 def categories() -> list[dict]:

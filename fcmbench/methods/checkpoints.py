@@ -31,12 +31,12 @@ def checkpoint_path(method: str, quality: int, options: CodecOptions) -> Path:
     return checkpoint_root(options) / method / (options.task_model or "any") / f"q{quality}.pt"
 
 
-def build_model(method: str, channels: int, latent: int) -> nn.Module:
+def build_model(method: str, channels: int, latent: int, levels: int = 4) -> nn.Module:
     from fcmbench.methods.lmsfc import LMSFCContext, LMSFCNoContext
 
     if method == "lmsfc-nocm":
-        return LMSFCNoContext(channels, latent)
-    return LMSFCContext(channels, latent, task_aware=method == "tamsf")
+        return LMSFCNoContext(channels, latent, levels)
+    return LMSFCContext(channels, latent, task_aware=method == "tamsf", levels=levels)
 
 
 def load_checkpoint(method: str, quality: int, options: CodecOptions) -> nn.Module:
@@ -66,7 +66,8 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
     if has_context == (method == "lmsfc-nocm"):
         raise FcmbenchError(f"checkpoint {path} {'has' if has_context else 'lacks'} a context model, "
                             f"which does not fit method {method}")
-    model = build_model(method, int(channels), int(latent))
+    levels = 5 if "g_a.p6Encoder.0.weight" in state else 4
+    model = build_model(method, int(channels), int(latent), levels)
     try:
         model.load_state_dict(with_derived_buffers(model, state))
     except RuntimeError as err:

@@ -5,6 +5,11 @@ fused top-down into one latent at stride 64 (FENet), coded with a hyperprior (+ 
 context for ``lmsfc``; mean-scale only for ``lmsfc-nocm``), and reconstructed by four level decoders joined by
 feature-mixing blocks (DRNet). P6 is the max-pool (kernel 1, stride 2) of the reconstructed P5. Module names
 follow the published checkpoints (``g_a.p2Encoder``, ``g_s.fmb23``, ...), so they load as they are.
+
+Channel count and level count are parameters. A task network whose fifth level is computed rather than
+pooled (the SSD FPN-lite: five levels of 128 channels) has it coded too: that level has the latent's own
+resolution, so it joins the latent through one more stride-1 stage (``p6Encoder``: conv + attention) and comes
+back through ``p6Decoder`` (residual block + conv) refined by ``fmb56``. This extension is our design.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def latent_width(quality: int, context_model: bool) -> int:
 class FeatureFusionEncoder(nn.Module):
     """FENet: encode the larger scale, fuse the next smaller one, down to one latent at P6 resolution."""
 
-    def __init__(self, channels: int, latent: int, task_aware: bool = False) -> None:
+    def __init__(self, channels: int, latent: int, task_aware: bool = False, levels: int = 4) -> None:
         super().__init__()
         c, m = channels, latent
         self.p2Encoder = nn.Sequential(ResidualBlockWithStride(c, m), ResidualBlock(m, m))
@@ -56,13 +61,16 @@ class FeatureFusionEncoder(nn.Module):
         else:
             self.p4Encoder = nn.Sequential(ResidualBlockWithStride(c + m, m), ResidualBlock(m, m))
             self.p5Encoder = nn.Sequential(conv3x3(c + m, m, stride=2), AttentionBlock(m))
+        if levels == 5:  # a computed fifth level, at the latent's resolution
+            self.p6Encoder = nn.Sequential(conv3x3(c + m, m), AttentionBlock(m))
 
     def forward(self, levels: list[torch.Tensor]) -> torch.Tensor:
-        p2, p3, p4, p5 = levels
+        p2, p3, p4, p5, *rest = levels
         y = self.p2Encoder(p2)
         y = self.p3Encoder(torch.cat([y, p3], dim=1))
         y = self.p4Encoder(torch.cat([y, p4], dim=1))
-        return self.p5Encoder(torch.cat([y, p5], dim=1))
+        y = self.p5Encoder(torch.cat([y, p5], dim=1))
+        return self.p6Encoder(torch.cat([y, rest[0]], dim=1)) if rest else y
 
 
 class FeatureMixingBlock(nn.Module):
@@ -80,7 +88,7 @@ class FeatureMixingBlock(nn.Module):
 class MultiScaleReconstruction(nn.Module):
     """DRNet: attention on the latent, four level decoders, three feature-mixing blocks."""
 
-    def __init__(self, channels: int, latent: int) -> None:
+    def __init__(self, channels: int, latent: int, levels: int = 4) -> None:
         super().__init__()
         c, m = channels, latent
 
@@ -96,6 +104,9 @@ class MultiScaleReconstruction(nn.Module):
         self.fmb23 = FeatureMixingBlock(c)
         self.fmb34 = FeatureMixingBlock(c)
         self.fmb45 = FeatureMixingBlock(c)
+        if levels == 5:
+            self.p6Decoder = nn.Sequential(ResidualBlock(m, m), conv3x3(m, c))
+            self.fmb56 = FeatureMixingBlock(c)
 
     def forward(self, y_hat: torch.Tensor) -> list[torch.Tensor]:
         y_hat = self.decoder_attention(y_hat)
@@ -103,6 +114,8 @@ class MultiScaleReconstruction(nn.Module):
         p3 = self.fmb23(p2, self.p3Decoder(y_hat))
         p4 = self.fmb34(p3, self.p4Decoder(y_hat))
         p5 = self.fmb45(p4, self.p5Decoder(y_hat))
+        if hasattr(self, "p6Decoder"):
+            return [p2, p3, p4, p5, self.fmb56(p5, self.p6Decoder(y_hat))]
         return [p2, p3, p4, p5]
 
 
@@ -117,9 +130,11 @@ def hyper_synthesis(m: int) -> nn.Sequential:
                          nn.LeakyReLU(), conv3x3(m * 3 // 2, m * 2))
 
 
-def build_transforms(model: nn.Module, channels: int, latent: int, task_aware: bool) -> None:
-    model.g_a = FeatureFusionEncoder(channels, latent, task_aware)
-    model.g_s = MultiScaleReconstruction(channels, latent)
+def build_transforms(model: nn.Module, channels: int, latent: int, task_aware: bool, levels: int) -> None:
+    if levels not in (4, 5):
+        raise FcmbenchError(f"L-MSFC codes 4 or 5 FPN levels, not {levels}")
+    model.g_a = FeatureFusionEncoder(channels, latent, task_aware, levels)
+    model.g_s = MultiScaleReconstruction(channels, latent, levels)
     model.h_a = hyper_analysis(latent)
     model.h_s = hyper_synthesis(latent)
 
@@ -127,9 +142,9 @@ def build_transforms(model: nn.Module, channels: int, latent: int, task_aware: b
 class LMSFCContext(JointAutoregressiveHierarchicalPriors):
     """L-MSFC with the joint autoregressive + hyperprior entropy model (also TA-MSF's network)."""
 
-    def __init__(self, channels: int = 256, latent: int = 128, task_aware: bool = False) -> None:
+    def __init__(self, channels: int = 256, latent: int = 128, task_aware: bool = False, levels: int = 4) -> None:
         super().__init__(N=latent, M=latent)
-        build_transforms(self, channels, latent, task_aware)
+        build_transforms(self, channels, latent, task_aware, levels)
         m = latent
         self.context_prediction = MaskedConv2d(m, 2 * m, kernel_size=5, padding=2, stride=1)
         self.entropy_parameters = nn.Sequential(
@@ -149,9 +164,9 @@ class LMSFCContext(JointAutoregressiveHierarchicalPriors):
 class LMSFCNoContext(MeanScaleHyperprior):
     """L-MSFC with the mean-scale hyperprior only: fully parallel decoding."""
 
-    def __init__(self, channels: int = 256, latent: int = 192) -> None:
+    def __init__(self, channels: int = 256, latent: int = 192, levels: int = 4) -> None:
         super().__init__(N=latent, M=latent)
-        build_transforms(self, channels, latent, task_aware=False)
+        build_transforms(self, channels, latent, task_aware=False, levels=levels)
 
     def decompress_latent(self, strings: list, shape: torch.Size) -> torch.Tensor:
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
@@ -196,15 +211,20 @@ def unpad_levels(levels: list[torch.Tensor], p2_size: tuple[int, int]) -> list[t
     return out
 
 
+def model_levels(model: nn.Module) -> int:
+    return 5 if hasattr(model.g_a, "p6Encoder") else 4
+
+
 def coded_levels(x: FeatureSet) -> list[str]:
-    """The four levels L-MSFC codes; a fifth must be one the task network derives from the fourth (P6)."""
+    """The levels L-MSFC codes: all but a last one the task network derives from the one before by max-pool."""
     names = list(x)
+    derived = x.meta.get("derived", {})
+    if len(names) > 1 and derived.get(names[-1]) == names[-2]:
+        names = names[:-1]
     if len(names) not in (4, 5):
-        raise FcmbenchError(f"L-MSFC codes 4 FPN levels (+ a derived P6); these features have {len(names)}")
-    if len(names) == 5 and x.meta.get("derived", {}).get(names[4]) != names[3]:
-        raise FcmbenchError(f"L-MSFC rebuilds level {names[4]!r} as a max-pool of {names[3]!r}, but the task model "
-                            "does not derive it that way")
-    return names[:4]
+        raise FcmbenchError(f"L-MSFC codes 4 or 5 computed FPN levels; these features have {len(names)} "
+                            f"({', '.join(names)})")
+    return names
 
 
 class LMSFCCodec(Codec):
@@ -230,32 +250,38 @@ class LMSFCCodec(Codec):
         quality = int(rate.value)
         model = self.model(quality)
         names = coded_levels(x)
+        if len(names) != model_levels(model):
+            raise FcmbenchError(f"the {self.name} q{quality} checkpoint codes {model_levels(model)} levels, these "
+                                f"features have {len(names)} to code: train one on this task model's features")
         levels = [x[name][None].to(self.options.device) for name in names]
         with torch.inference_mode():
             out = model.compress(pad_levels(levels))
         y_string, z_string = out["strings"][0][0], out["strings"][1][0]
         p2_h, p2_w = levels[0].shape[-2:]
-        header = struct.pack(">B2H", quality, p2_h, p2_w) + b"".join(short_string(n) for n in list(x))
+        header = struct.pack(">B2HB", quality, p2_h, p2_w, len(names)) + b"".join(short_string(n) for n in x)
         return Container(self.name, x.original_size, x.input_size, header, {"y": y_string, "z": z_string}).to_bytes()
 
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)
         reader = Reader(box.header)
-        quality, p2_h, p2_w = reader.unpack(">B2H")
+        quality, p2_h, p2_w, coded = reader.unpack(">B2HB")
         names = []
         while reader.remaining:
             names.append(reader.short_string())
-        if len(names) not in (4, 5) or not {"y", "z"} <= box.segments.keys():
-            raise FcmbenchError("corrupt bitstream: an lmsfc stream needs 4 or 5 level names and y, z segments")
+        if coded not in (4, 5) or len(names) not in (coded, coded + 1) or not {"y", "z"} <= box.segments.keys():
+            raise FcmbenchError("corrupt bitstream: an lmsfc stream needs 4 or 5 coded levels and y, z segments")
         model = self.model(quality)
         padded = reference_sizes((p2_h, p2_w))[0]
         z_shape = torch.Size((padded[0] // PAD_MULTIPLE, padded[1] // PAD_MULTIPLE))
         with torch.inference_mode():
             y_hat = model.decompress_latent([[box.segments["y"]], [box.segments["z"]]], z_shape)
             recon = unpad_levels(model.g_s(y_hat), (p2_h, p2_w))
-        levels = {name: t[0].float().cpu() for name, t in zip(names[:4], recon, strict=True)}
-        if len(names) == 5:
-            levels[names[4]] = F.max_pool2d(levels[names[3]][None], kernel_size=1, stride=2)[0]
+        if len(recon) != coded:
+            raise FcmbenchError(f"the {self.name} q{quality} checkpoint reconstructs {len(recon)} levels, the "
+                                f"stream has {coded}")
+        levels = {name: t[0].float().cpu() for name, t in zip(names[:coded], recon, strict=True)}
+        if len(names) > coded:  # the pooled level, rebuilt as the task network builds it
+            levels[names[-1]] = F.max_pool2d(levels[names[-2]][None], kernel_size=1, stride=2)[0]
         return FeatureSet(levels, box.original_size, box.input_size)
 
 

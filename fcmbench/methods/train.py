@@ -19,7 +19,7 @@ from rich.progress import Progress
 
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import build_model, load_weights, save_checkpoint
-from fcmbench.methods.lmsfc import LAMBDAS, latent_width, pad_levels, unpad_levels
+from fcmbench.methods.lmsfc import LAMBDAS, coded_levels, latent_width, pad_levels, unpad_levels
 
 LEVEL_WEIGHT = 0.2
 
@@ -45,13 +45,13 @@ class TrainConfig:
 def rate_distortion(model: torch.nn.Module, batch: list[FeatureSet], lam: float) -> tuple[torch.Tensor, dict]:
     """One forward pass over images whose features have the same sizes: loss, and its parts for logging;
     ``recon`` holds the reconstructed levels of the first image."""
-    names = list(batch[0])
-    levels = [torch.stack([f[n] for f in batch]) for n in names[:4]]
+    names, coded = list(batch[0]), coded_levels(batch[0])
+    levels = [torch.stack([f[n] for f in batch]) for n in coded]
     out = model(pad_levels(levels))
     recon = unpad_levels(out["x_hat"], tuple(levels[0].shape[-2:]))
-    if len(names) > 4:  # P6 is derived from P5 on both sides
-        recon.append(F.max_pool2d(recon[3], kernel_size=1, stride=2))
-        levels.append(torch.stack([f[names[4]] for f in batch]))
+    if len(names) > len(coded):  # a pooled last level (P6) is derived on both sides
+        recon.append(F.max_pool2d(recon[-1], kernel_size=1, stride=2))
+        levels.append(torch.stack([f[names[-1]] for f in batch]))
     distortion = sum(LEVEL_WEIGHT * F.mse_loss(r, t) for r, t in zip(recon, levels, strict=True))
     pixels = sum(f.original_pixels for f in batch)
     bpp = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values()) / pixels
@@ -68,7 +68,7 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
     val = [f.replace({k: v.clone() for k, v in f.items()}) for f in val]
     channels = train[0][next(iter(train[0]))].shape[0]
     latent = config.latent or latent_width(config.quality, context_model=config.method != "lmsfc-nocm")
-    model = build_model(config.method, channels, latent)
+    model = build_model(config.method, channels, latent, len(coded_levels(train[0])))
     if config.init:
         load_weights(model, config.init)
     lam = config.lmbda or LAMBDAS[config.quality]
