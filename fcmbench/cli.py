@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("method", choices=["lmsfc", "lmsfc-nocm", "tamsf"])
     train.add_argument("--quality", type=int, required=True, choices=range(1, 7), metavar="1..6")
     train.add_argument("--task-model", required=True)
-    train.add_argument("--dataset", required=True, help="its train split gives the features, val the validation")
+    train.add_argument("--dataset", help="its train split gives the features, val the validation")
+    train.add_argument("--image-folder", type=Path,
+                       help="train on a folder of unlabelled images instead (its last 16 validate)")
+    train.add_argument("--no-task-loss", action="store_true",
+                       help="tamsf only: rate-distortion loss alone (task networks without gradients, e.g. ONNX)")
     train.add_argument("--weights", help="task model weights (as for run)")
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--latent", type=int, help="latent width M (default: the reference width for the quality)")
@@ -188,9 +192,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     task = registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
-    build = registry.datasets.get(args.dataset)
-    train_items = build(DatasetOptions(split="train")).items()[: args.images]
-    val_items = build(DatasetOptions(split="val")).items()[:16]
+    task_loss = args.method == "tamsf" and not args.no_task_loss
+    if task_loss and (args.image_folder or not hasattr(task, "training_loss")):
+        raise FcmbenchError(f"tamsf trains with the detection loss of {task.name} on labelled images, which "
+                            f"{'--image-folder lacks' if args.image_folder else 'this task model cannot give'}"
+                            "; use --dataset with a trainable task model, or --no-task-loss")
+    train_set, train_items, val_items = training_images(args)
     cache = (args.cache or default_cache()) / "features"
     features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
@@ -199,15 +206,34 @@ def cmd_train(args: argparse.Namespace) -> None:
                          task_warmup=args.steps // 2, batch_size=args.batch_size, lmbda=args.lmbda,
                          init=args.init, int8_weights=args.int8_weights)
     targets = None
-    if args.method == "tamsf":
+    if task_loss:
         from fcmbench.tasks.train_task import targets_of
 
-        dataset = build(DatasetOptions(split="train"))
-        targets = [targets_of(dataset, item.image_id) for item in train_items]
+        targets = [targets_of(train_set, item.image_id) for item in train_items]
     result = train_codec(config, features[: len(train_items)], features[len(train_items):],
                          task if targets else None, targets)
     final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
     Console().print(f"saved {path} (validation loss {final:.4f})")
+
+
+VALIDATION_IMAGES = 16
+
+
+def training_images(args: argparse.Namespace) -> tuple:
+    """(training dataset or None, training items, validation items) from --dataset or --image-folder."""
+    from fcmbench.datasets.base import image_folder_items
+
+    if args.image_folder:
+        items = image_folder_items(args.image_folder)
+        if len(items) <= VALIDATION_IMAGES:
+            raise FcmbenchError(f"image folder {args.image_folder} has {len(items)} images; training needs more "
+                                f"than the {VALIDATION_IMAGES} it holds out for validation")
+        return None, items[:-VALIDATION_IMAGES][: args.images], items[-VALIDATION_IMAGES:]
+    if not args.dataset:
+        raise FcmbenchError("give the training images: --dataset NAME or --image-folder DIR")
+    build = registry.datasets.get(args.dataset)
+    train_set = build(DatasetOptions(split="train"))
+    return train_set, train_set.items()[: args.images], build(DatasetOptions(split="val")).items()[:VALIDATION_IMAGES]
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fcmbench.codec import CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
@@ -14,6 +16,7 @@ from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import build_model, checkpoint_path, load_weights, save_checkpoint
 from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCContext, LMSFCNoContext, LMSFCNoContextCodec
 from fcmbench.methods.train import TrainConfig, train_codec
+from fcmbench.methods.wavefront import waves
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
 
@@ -45,10 +48,11 @@ def test_layout_matches_the_published_checkpoints(manifest, model):
     assert sum(p.numel() for p in built.parameters()) == reference["param_count"]
 
 
-@pytest.mark.parametrize(("codec_class", "int8", "computed"), [
-    (LMSFCCodec, False, 4), (LMSFCNoContextCodec, False, 4), (LMSFCCodec, True, 4), (LMSFCNoContextCodec, False, 5)])
-def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8, computed):
-    options = CodecOptions(task_model="toy", checkpoints=tmp_path)
+@pytest.mark.parametrize(("codec_class", "int8", "computed", "order"), [
+    (LMSFCCodec, False, 4, "wavefront"), (LMSFCCodec, False, 4, "raster"), (LMSFCNoContextCodec, False, 4, None),
+    (LMSFCCodec, True, 4, "wavefront"), (LMSFCNoContextCodec, False, 5, None), (LMSFCCodec, False, 5, "wavefront")])
+def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8, computed, order):
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path, extra={"ar_order": order} if order else {})
     torch.manual_seed(0)
     model = build_model(codec_class.name, 8, 16, levels=computed)
     save_checkpoint(model, checkpoint_path(codec_class.name, 2, options), int8_weights=int8)
@@ -133,3 +137,32 @@ def test_level_counts_that_do_not_fit_are_refused(tmp_path):
         codec.encode(fpn(0, computed=5), RatePoint("q1", 1))
     with pytest.raises(FcmbenchError, match="4 or 5 computed FPN levels; these features have 6"):
         codec.encode(fpn(0, computed=6), RatePoint("q1", 1))
+
+
+@given(st.integers(1, 12), st.integers(1, 12))
+def test_every_wave_reads_only_earlier_waves(height, width):
+    wave_of = {}
+    for t, (rows, cols) in enumerate(waves(height, width)):
+        for i, j in zip(rows.tolist(), cols.tolist(), strict=True):
+            wave_of[(i, j)] = t
+    assert sorted(wave_of) == [(i, j) for i in range(height) for j in range(width)]
+    causal = [(dy, dx) for dy in (-2, -1) for dx in range(-2, 3)] + [(0, -2), (0, -1)]  # the 5x5 type-A mask
+    for (i, j), t in wave_of.items():
+        assert all(wave_of[(i + dy, j + dx)] < t for dy, dx in causal if (i + dy, j + dx) in wave_of)
+
+
+def test_wavefront_codes_the_latent_the_raster_loop_codes(tmp_path):
+    torch.manual_seed(3)
+    model = build_model("lmsfc", 8, 16)
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path)
+    save_checkpoint(model, checkpoint_path("lmsfc", 2, options))
+    x = fpn(4, p2=(100, 150))  # latent 8 x 12: 34 waves instead of 96 steps
+    decoded = {}
+    for order in ("raster", "wavefront"):
+        codec = LMSFCCodec(CodecOptions(task_model="toy", checkpoints=tmp_path, extra={"ar_order": order}))
+        data = codec.encode(x, RatePoint("q2", 2))
+        decoded[order] = (len(data), codec.decode(data))
+    (raster_bytes, raster), (wave_bytes, wave) = decoded["raster"], decoded["wavefront"]
+    assert abs(wave_bytes - raster_bytes) <= 0.01 * raster_bytes + 4
+    for name in x:
+        assert torch.allclose(wave[name], raster[name], atol=1e-3, rtol=1e-3)

@@ -68,3 +68,24 @@ def load_image(item: DatasetItem) -> torch.Tensor:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def image_folder_items(folder: Path) -> list[DatasetItem]:
+    """Every image of a folder, by file name, without labels (for training feature codecs)."""
+    if not folder.is_dir():
+        raise FcmbenchError(f"image folder {folder} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise FcmbenchError(f"image folder {folder} holds no {'/'.join(IMAGE_SUFFIXES)} images")
+    items = []
+    for index, path in enumerate(paths, start=1):
+        try:
+            with Image.open(path) as img:
+                width, height = img.size
+        except (UnidentifiedImageError, OSError) as err:
+            raise FcmbenchError(f"image {path} does not decode: {err}. Replace or remove it.") from None
+        items.append(DatasetItem(index, path, width, height))
+    return items

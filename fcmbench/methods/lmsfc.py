@@ -36,11 +36,13 @@ from fcmbench.codec import Codec, RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import load_checkpoint
+from fcmbench.methods.wavefront import compress_wavefront, decompress_wavefront
 
 # λ per quality. The reference code has 0.2 for quality 6 (below quality 5: a typo); we use 0.5 to keep it
 # monotone. Latent width M per quality as in the reference (context-model variant; no-CM always uses 192).
 LAMBDAS = {1: 0.0125, 2: 0.025, 3: 0.125, 4: 0.25, 5: 0.375, 6: 0.5}
 PAD_MULTIPLE = 64  # P2; each following level uses half of the previous reference size
+ORDERS = ("raster", "wavefront")  # the context model's coding order, recorded in every stream
 
 
 def latent_width(quality: int, context_model: bool) -> int:
@@ -151,11 +153,24 @@ class LMSFCContext(JointAutoregressiveHierarchicalPriors):
             nn.Conv2d(4 * m, m * 10 // 3, 1), nn.LeakyReLU(), nn.Conv2d(m * 10 // 3, m * 8 // 3, 1), nn.LeakyReLU(),
             nn.Conv2d(m * 8 // 3, 2 * m, 1))
 
-    def decompress_latent(self, strings: list, shape: torch.Size) -> torch.Tensor:
+    def compress_latent(self, x: torch.Tensor, order: str) -> tuple[bytes, bytes]:
+        """(y string, z string); ``order`` is CompressAI's serial ``raster`` loop or ``wavefront``."""
+        if order == "raster":
+            out = self.compress(x)
+            return out["strings"][0][0], out["strings"][1][0]
+        y = self.g_a(x)
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        params = self.h_s(self.entropy_bottleneck.decompress(z_strings, z.size()[-2:]))
+        return compress_wavefront(self, y, params), z_strings[0]
+
+    def decompress_latent(self, strings: list, shape: torch.Size, order: str) -> torch.Tensor:
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         params = self.h_s(z_hat)
-        kernel, padding = 5, 2
         height, width = z_hat.size(2) * 4, z_hat.size(3) * 4
+        if order == "wavefront":
+            return decompress_wavefront(self, strings[0][0], params, height, width)
+        kernel, padding = 5, 2
         y_hat = torch.zeros((1, self.M, height + 2 * padding, width + 2 * padding))
         self._decompress_ar(strings[0][0], y_hat, params, height, width, kernel, padding)
         return F.pad(y_hat, (-padding, -padding, -padding, -padding))
@@ -168,7 +183,11 @@ class LMSFCNoContext(MeanScaleHyperprior):
         super().__init__(N=latent, M=latent)
         build_transforms(self, channels, latent, task_aware=False, levels=levels)
 
-    def decompress_latent(self, strings: list, shape: torch.Size) -> torch.Tensor:
+    def compress_latent(self, x: torch.Tensor, order: str) -> tuple[bytes, bytes]:
+        out = self.compress(x)  # no context model: one parallel pass, whatever the order
+        return out["strings"][0][0], out["strings"][1][0]
+
+    def decompress_latent(self, strings: list, shape: torch.Size, order: str) -> torch.Tensor:
         z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
         scales, means = self.h_s(z_hat).chunk(2, 1)
         indexes = self.gaussian_conditional.build_indexes(scales)
@@ -254,27 +273,29 @@ class LMSFCCodec(Codec):
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint codes {model_levels(model)} levels, these "
                                 f"features have {len(names)} to code: train one on this task model's features")
         levels = [x[name][None].to(self.options.device) for name in names]
+        order = self.options.extra.get("ar_order", "wavefront")
         with torch.inference_mode():
-            out = model.compress(pad_levels(levels))
-        y_string, z_string = out["strings"][0][0], out["strings"][1][0]
+            y_string, z_string = model.compress_latent(pad_levels(levels), order)
         p2_h, p2_w = levels[0].shape[-2:]
-        header = struct.pack(">B2HB", quality, p2_h, p2_w, len(names)) + b"".join(short_string(n) for n in x)
+        header = struct.pack(">B2HBB", quality, p2_h, p2_w, len(names), ORDERS.index(order))
+        header += b"".join(short_string(n) for n in x)
         return Container(self.name, x.original_size, x.input_size, header, {"y": y_string, "z": z_string}).to_bytes()
 
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)
         reader = Reader(box.header)
-        quality, p2_h, p2_w, coded = reader.unpack(">B2HB")
+        quality, p2_h, p2_w, coded, order = reader.unpack(">B2HBB")
         names = []
         while reader.remaining:
             names.append(reader.short_string())
-        if coded not in (4, 5) or len(names) not in (coded, coded + 1) or not {"y", "z"} <= box.segments.keys():
+        if (coded not in (4, 5) or len(names) not in (coded, coded + 1) or order >= len(ORDERS)
+                or not {"y", "z"} <= box.segments.keys()):
             raise FcmbenchError("corrupt bitstream: an lmsfc stream needs 4 or 5 coded levels and y, z segments")
         model = self.model(quality)
         padded = reference_sizes((p2_h, p2_w))[0]
         z_shape = torch.Size((padded[0] // PAD_MULTIPLE, padded[1] // PAD_MULTIPLE))
         with torch.inference_mode():
-            y_hat = model.decompress_latent([[box.segments["y"]], [box.segments["z"]]], z_shape)
+            y_hat = model.decompress_latent([[box.segments["y"]], [box.segments["z"]]], z_shape, ORDERS[order])
             recon = unpad_levels(model.g_s(y_hat), (p2_h, p2_w))
         if len(recon) != coded:
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint reconstructs {len(recon)} levels, the "

@@ -1,5 +1,5 @@
-"""Context model vs. none: encode and decode time of L-MSFC (CompressAI's serial raster-scan loop for the
-autoregressive variant, parallel decoding for the mean-scale one). Random-initialised weights: the timing of
+"""Context model vs. none: encode and decode time of L-MSFC (CompressAI's serial raster-scan loop and our
+wavefront order for the autoregressive variant, parallel decoding for the mean-scale one). Random-initialised weights: the timing of
 the entropy coding loop does not depend on training. `.venv/bin/pytest tests/benchmarks/bench_lmsfc.py`."""
 
 import pytest
@@ -37,16 +37,26 @@ def setup(request, tmp_path_factory):
     return options, features(channels, p2)
 
 
-@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec], ids=["context", "no-context"])
-def test_encode(benchmark, setup, codec_class):
+VARIANTS = {"context-raster": (LMSFCCodec, "raster"), "context-wavefront": (LMSFCCodec, "wavefront"),
+            "no-context": (LMSFCNoContextCodec, None)}
+
+
+def codec_for(options: CodecOptions, variant: str):
+    codec_class, order = VARIANTS[variant]
+    return codec_class(CodecOptions(task_model=options.task_model, checkpoints=options.checkpoints,
+                                    extra={"ar_order": order} if order else {}))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_encode(benchmark, setup, variant):
     options, x = setup
-    codec = codec_class(options)
+    codec = codec_for(options, variant)
     benchmark.pedantic(codec.encode, args=(x, RatePoint("q1", 1)), rounds=3, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("codec_class", [LMSFCCodec, LMSFCNoContextCodec], ids=["context", "no-context"])
-def test_decode(benchmark, setup, codec_class):
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_decode(benchmark, setup, variant):
     options, x = setup
-    codec = codec_class(options)
+    codec = codec_for(options, variant)
     data = codec.encode(x, RatePoint("q1", 1))
     benchmark.pedantic(codec.decode, args=(data,), rounds=3, warmup_rounds=1)
