@@ -1,6 +1,7 @@
 """Context model vs. none: encode and decode time of L-MSFC (CompressAI's serial raster-scan loop and our
-wavefront order for the autoregressive variant, parallel decoding for the mean-scale one). Random-initialised weights: the timing of
-the entropy coding loop does not depend on training. `.venv/bin/pytest tests/benchmarks/bench_lmsfc.py`."""
+wavefront order for the autoregressive variant, parallel decoding for the mean-scale one). Random-initialised
+weights: the timing of the entropy coding loop does not depend on training.
+`.venv/bin/pytest tests/benchmarks/bench_lmsfc.py`."""
 
 import pytest
 import torch
