@@ -166,3 +166,11 @@ def test_wavefront_codes_the_latent_the_raster_loop_codes(tmp_path):
     assert abs(wave_bytes - raster_bytes) <= 0.01 * raster_bytes + 4
     for name in x:
         assert torch.allclose(wave[name], raster[name], atol=1e-3, rtol=1e-3)
+
+
+def test_operating_points_are_the_qualities_with_checkpoints(tmp_path):
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path)
+    assert [p.label for p in LMSFCNoContextCodec(options).operating_points()] == [f"q{q}" for q in range(1, 7)]
+    for quality in (2, 4):
+        save_checkpoint(build_model("lmsfc-nocm", 8, 16), checkpoint_path("lmsfc-nocm", quality, options))
+    assert [p.label for p in LMSFCNoContextCodec(options).operating_points()] == ["q2", "q4"]

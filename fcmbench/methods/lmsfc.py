@@ -35,7 +35,7 @@ from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import load_checkpoint
+from fcmbench.methods.checkpoints import checkpoint_path, load_checkpoint
 from fcmbench.methods.wavefront import compress_wavefront, decompress_wavefront
 
 # λ per quality. The reference code has 0.2 for quality 6 (below quality 5: a typo); we use 0.5 to keep it
@@ -258,6 +258,12 @@ class LMSFCCodec(Codec):
     def rate_points(cls) -> list[RatePoint]:
         return [RatePoint(f"q{q}", q) for q in LAMBDAS]
 
+    def operating_points(self) -> list[RatePoint]:
+        """The qualities that have a checkpoint for this task model (all six when none has: the run then
+        says which file is missing and how to train it)."""
+        found = [p for p in self.rate_points() if checkpoint_path(self.name, int(p.value), self.options).is_file()]
+        return found or self.rate_points()
+
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         for rate in rates:
             self.model(int(rate.value))
@@ -273,7 +279,9 @@ class LMSFCCodec(Codec):
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint codes {model_levels(model)} levels, these "
                                 f"features have {len(names)} to code: train one on this task model's features")
         levels = [x[name][None].to(self.options.device) for name in names]
-        order = self.options.extra.get("ar_order", "wavefront")
+        order = self.options.extra.get("ar_order") or "wavefront"
+        if order not in ORDERS:
+            raise FcmbenchError(f"unknown context-model order {order!r}: use one of {', '.join(ORDERS)}")
         with torch.inference_mode():
             y_string, z_string = model.compress_latent(pad_levels(levels), order)
         p2_h, p2_w = levels[0].shape[-2:]
