@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vvenc-preset", default="medium", choices=["faster", "fast", "medium", "slow", "slower"],
                      help="preset of the built-in VVenC (medium is its default; faster: ~15x quicker, ~2%% more bits)")
     run.add_argument("--jobs", type=int, default=2, help="concurrent external encoder processes (VVC anchors)")
+    run.add_argument("--workers", type=int, default=1,
+                     help="processes working on different images at once (one torch thread each)")
     run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
     run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
@@ -113,6 +115,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
+    if args.workers < 1:
+        raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
     from fcmbench.runner import RunConfig, Runner
     from fcmbench.store import Store
 
@@ -123,7 +127,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
-        skip_unready=args.methods.strip() == "all",
+        skip_unready=args.methods.strip() == "all", workers=args.workers,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
     with warnings.catch_warnings():

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import platform
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -45,6 +47,7 @@ class RunConfig:
     codec_extra: dict = field(default_factory=dict)
     skip_unready: bool = False  # with --methods all: leave out methods that lack checkpoints, saying why
     command: str = ""
+    workers: int = 1  # processes that work on different images at once (one torch thread each)
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
@@ -148,25 +151,41 @@ class Runner:
         plan = [(m, r) for m in self.codecs for r in self.rates[m]]
         total = len(plan) * len(self.items)
         computed = 0
+        pending = [(item, todo) for item in self.items
+                   if (todo := [(m, r) for m, r in plan if (m, r.label, item.image_id) not in done])]
         with self._progress() as progress:
-            already = sum((m, r.label, i.image_id) in done for m, r in plan for i in self.items)
-            bar = progress.add_task("items", total=total, completed=already)
-            for item in self.items:
-                todo = [(m, r) for m, r in plan if (m, r.label, item.image_id) not in done]
-                if not todo:
-                    continue
-                work = ImageWork(item, self.task, self.cache)
-                for method, codec in self.codecs.items():
-                    rates = [r for m, r in todo if m == method]
-                    if not rates:
-                        continue
-                    progress.update(bar, description=f"{method} image {item.image_id}")
-                    for result in work.run(method, codec, rates):
-                        store.add_item(setup, result)
-                        computed += 1
-                        progress.advance(bar)
+            bar = progress.add_task("items", total=total, completed=total - sum(len(t) for _, t in pending))
+            results = self._in_workers(pending) if self.config.workers > 1 else self._here(pending, progress, bar)
+            for result in results:
+                store.add_item(setup, result)
+                computed += 1
+                progress.advance(bar)
         self.evaluate(store, setup)
         return computed
+
+    def _here(self, pending: list, progress: Progress, bar) -> Iterator[ItemResult]:
+        for item, todo in pending:
+            work = ImageWork(item, self.task, self.cache)
+            for method, codec in self.codecs.items():
+                rates = [r for m, r in todo if m == method]
+                if rates:
+                    progress.update(bar, description=f"{method} image {item.image_id}")
+                    yield from work.run(method, codec, rates)
+
+    def _in_workers(self, pending: list) -> Iterator[ItemResult]:
+        """Images spread over worker processes, each with its own task model and codecs; results come back
+        here to be stored, so the store has one writer and a failure stops the run like a serial one."""
+        context = multiprocessing.get_context("spawn")  # forking a process with torch threads can hang
+        with ProcessPoolExecutor(self.config.workers, context, initializer=_start_worker,
+                                 initargs=(self.config,)) as pool:
+            futures = [pool.submit(_image_in_worker, item, todo) for item, todo in pending]
+            try:
+                for future in as_completed(futures):
+                    yield from future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
@@ -185,6 +204,26 @@ class Runner:
                 metrics = self.dataset.evaluate(results, image_ids, iou_types)
                 store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
                                      8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics)
+
+
+_worker_runner: Runner | None = None
+
+
+def _start_worker(config: RunConfig) -> None:
+    global _worker_runner
+    torch.set_num_threads(1)
+    _worker_runner = Runner(config, Console(quiet=True))
+
+
+def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
+    runner = _worker_runner
+    work = ImageWork(item, runner.task, runner.cache)
+    results = []
+    for method, codec in runner.codecs.items():
+        rates = [r for m, r in todo if m == method]
+        if rates:
+            results += work.run(method, codec, rates)
+    return results
 
 
 class ImageWork:

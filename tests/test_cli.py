@@ -139,3 +139,25 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path, tiny_coco):
     again = run_cli(*args)
     computed = int(re.search(r"(\d+) item\(s\) computed", again.stderr).group(1))
     assert computed == 42 - survived and item_count(out) == 42
+
+
+def test_workers_give_the_serial_results_and_stop_on_a_bad_image(tmp_path, tiny_coco):
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    args = ["--methods", "raw,quant", *coco_args(tiny_coco)]
+    run_cli("run", "--out", serial, *args)
+    run_cli("run", "--out", parallel, "--workers", "2", *args)
+    for out in (serial, parallel):
+        run_cli("report", "--out", out)
+    columns = ("method", "rate", "n_images", "bpp", "bbox_mAP", "segm_mAP")
+    assert ([{k: r[k] for k in columns} for r in rows(serial / "rd.csv")]
+            == [{k: r[k] for k in columns} for r in rows(parallel / "rd.csv")])
+
+    images = tmp_path / "images"
+    shutil.copytree(tiny_coco[0], images)
+    (images / "000004.png").write_bytes(b"garbage")
+    result = run_cli("run", "--methods", "raw", "--out", tmp_path / "bad", "--workers", "2", "--dataset", "coco",
+                     "--images", images, "--annotations", tiny_coco[1], "--task-model", "shapes_rcnn", "--weights",
+                     "none", check=False)
+    assert result.returncode == 2 and "000004.png" in result.stderr and "Traceback" not in result.stderr
+    with sqlite3.connect(tmp_path / "bad" / "results.sqlite") as db:
+        assert (4,) not in db.execute("SELECT image_id FROM items").fetchall()
