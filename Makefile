@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fcmbench run --methods all --dataset shapes --limit 50 --vvenc-preset faster --out $(DEMO_OUT)
+	$(BIN)/fcmbench run --methods all --dataset shapes --limit 50 --vvenc-preset faster --workers 2 --out $(DEMO_OUT)
 	$(BIN)/fcmbench report --out $(DEMO_OUT)
 
 test: $(STAMP)

@@ -25,7 +25,9 @@ from fcmbench.tensorio import to_numpy
 CTTC_QPS = (35, 37, 39, 41, 43, 45)
 # The embedded default's frame (64 channels at stride 4 of a 256x256 image) holds 4 feature values per image
 # pixel: the CTTC QPs cover only its middle. These span it from near-useless to saturated accuracy.
-TASK_QPS = {"shapes_rcnn": (27, 32, 37, 42, 47)}
+# The SSD FPN-lite's frame (5 x 128 channels, 32x32 at most) holds 0.6 values per COCO image pixel: the CTTC
+# QPs leave its accuracy near saturation, so its curve continues to QP 51.
+TASK_QPS = {"shapes_rcnn": (27, 32, 37, 42, 47), "ssd_mobilenet_fpnlite": (35, 37, 39, 41, 43, 45, 47, 49, 51)}
 TOP = 1023  # 10-bit samples
 
 
