@@ -21,13 +21,12 @@ train() {  # method quality lambda steps [extra...]
     --out "$CKPT"
 }
 chain() {  # method [extra...]
-  train "$1" 1 512 1500 "${@:2}"
-  train "$1" 2 2048 750 --init "$CKPT/$1/$TASK/q1.pt" "${@:2}"
-  train "$1" 3 8192 750 --init "$CKPT/$1/$TASK/q2.pt" "${@:2}"
-  train "$1" 4 32768 750 --init "$CKPT/$1/$TASK/q3.pt" "${@:2}"
+  train "$1" 1 512 800 "${@:2}"
+  train "$1" 2 2048 400 --init "$CKPT/$1/$TASK/q1.pt" "${@:2}"
+  train "$1" 3 8192 400 --init "$CKPT/$1/$TASK/q2.pt" "${@:2}"
+  train "$1" 4 32768 400 --init "$CKPT/$1/$TASK/q3.pt" "${@:2}"
 }
-chain lmsfc & chain lmsfc-nocm & wait
-chain tamsf --no-task-loss
+chain lmsfc & chain lmsfc-nocm & chain tamsf --no-task-loss & wait
 
 # 2. Every method on the 96 val images, then the report against the VVC feature anchor.
 $BIN/fcmbench run --methods all --dataset coco --images "$SHARED/data/coco-val2017-96/images" \
