@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -230,6 +232,18 @@ def unpad_levels(levels: list[torch.Tensor], p2_size: tuple[int, int]) -> list[t
     return out
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Entropy parameters must come out the same in the encoder and in any decoder process; a BLAS kernel can
+    block its sums differently for another thread count, so coding runs on one thread whatever the caller set."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def model_levels(model: nn.Module) -> int:
     return 5 if hasattr(model.g_a, "p6Encoder") else 4
 
@@ -282,7 +296,7 @@ class LMSFCCodec(Codec):
         order = self.options.extra.get("ar_order") or "wavefront"
         if order not in ORDERS:
             raise FcmbenchError(f"unknown context-model order {order!r}: use one of {', '.join(ORDERS)}")
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             y_string, z_string = model.compress_latent(pad_levels(levels), order)
         p2_h, p2_w = levels[0].shape[-2:]
         header = struct.pack(">B2HBB", quality, p2_h, p2_w, len(names), ORDERS.index(order))
@@ -302,7 +316,7 @@ class LMSFCCodec(Codec):
         model = self.model(quality)
         padded = reference_sizes((p2_h, p2_w))[0]
         z_shape = torch.Size((padded[0] // PAD_MULTIPLE, padded[1] // PAD_MULTIPLE))
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             y_hat = model.decompress_latent([[box.segments["y"]], [box.segments["z"]]], z_shape, ORDERS[order])
             recon = unpad_levels(model.g_s(y_hat), (p2_h, p2_w))
         if len(recon) != coded:
