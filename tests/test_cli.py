@@ -161,3 +161,23 @@ def test_workers_give_the_serial_results_and_stop_on_a_bad_image(tmp_path, tiny_
     assert result.returncode == 2 and "000004.png" in result.stderr and "Traceback" not in result.stderr
     with sqlite3.connect(tmp_path / "bad" / "results.sqlite") as db:
         assert (4,) not in db.execute("SELECT image_id FROM items").fetchall()
+
+
+def test_train_on_an_image_folder_and_its_errors(tmp_path, tiny_coco):
+    from fcmbench.datasets.shapes import write_split
+
+    base = ["--quality", "1", "--task-model", "shapes_rcnn", "--weights", "none", "--out", tmp_path / "ckpt"]
+    for args, message in [
+        (["lmsfc", *base], "--dataset NAME or --image-folder DIR"),
+        (["lmsfc", *base, "--image-folder", tmp_path / "absent"], "does not exist"),
+        (["lmsfc", *base, "--image-folder", tiny_coco[0]], "holds out for validation"),
+        (["tamsf", *base, "--image-folder", tiny_coco[0]], "--no-task-loss"),
+    ]:
+        result = run_cli("train", *args, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "ckpt").exists()
+
+    write_split(tmp_path / "folder", count=18, seed=5)
+    run_cli("train", "lmsfc-nocm", *base, "--image-folder", tmp_path / "folder" / "images", "--steps", "2",
+            "--latent", "8", "--batch-size", "2", "--int8-weights")
+    assert (tmp_path / "ckpt" / "lmsfc-nocm" / "shapes_rcnn" / "q1.pt").is_file()
