@@ -177,3 +177,11 @@ def test_operating_points_are_the_qualities_with_checkpoints(tmp_path):
     for quality in (2, 4):
         save_checkpoint(build_model("lmsfc-nocm", 8, 16), checkpoint_path("lmsfc-nocm", quality, options))
     assert [p.label for p in LMSFCNoContextCodec(options).operating_points()] == ["q2", "q4"]
+
+
+def test_an_unreadable_init_checkpoint_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(FcmbenchError, match="bad.pt is not a readable checkpoint"):
+        load_weights(build_model("lmsfc-nocm", 8, 16), tmp_path / "bad.pt")
+    with pytest.raises(FcmbenchError, match="absent.pt is not a readable checkpoint"):
+        load_weights(build_model("lmsfc-nocm", 8, 16), tmp_path / "absent.pt")

@@ -134,7 +134,10 @@ def dequantized(state: dict, scales: dict) -> dict:
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Start training from another checkpoint's weights (a neighbouring quality, say)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FcmbenchError(f"--init {path} is not a readable checkpoint: {err}") from None
     state = published_names(saved.get("state_dict", saved))
     if "int8_scales" in saved:
         state = dequantized(state, saved["int8_scales"])
