@@ -164,13 +164,21 @@ class Runner:
         return computed
 
     def _here(self, pending: list, progress: Progress, bar) -> Iterator[ItemResult]:
+        def show(method: str, item: DatasetItem) -> None:
+            progress.update(bar, description=f"{method} image {item.image_id}")
+
         for item, todo in pending:
-            work = ImageWork(item, self.task, self.cache)
-            for method, codec in self.codecs.items():
-                rates = [r for m, r in todo if m == method]
-                if rates:
-                    progress.update(bar, description=f"{method} image {item.image_id}")
-                    yield from work.run(method, codec, rates)
+            yield from self.image_results(item, todo, show)
+
+    def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]],
+                      starting=lambda method, item: None) -> Iterator[ItemResult]:
+        """The results of one image for its unfinished (method, rate point) pairs."""
+        work = ImageWork(item, self.task, self.cache)
+        for method, codec in self.codecs.items():
+            rates = [r for m, r in todo if m == method]
+            if rates:
+                starting(method, item)
+                yield from work.run(method, codec, rates)
 
     def _in_workers(self, pending: list) -> Iterator[ItemResult]:
         """Images spread over worker processes, each with its own task model and codecs; results come back
@@ -216,14 +224,7 @@ def _start_worker(config: RunConfig) -> None:
 
 
 def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
-    runner = _worker_runner
-    work = ImageWork(item, runner.task, runner.cache)
-    results = []
-    for method, codec in runner.codecs.items():
-        rates = [r for m, r in todo if m == method]
-        if rates:
-            results += work.run(method, codec, rates)
-    return results
+    return list(_worker_runner.image_results(item, todo))
 
 
 class ImageWork:

@@ -51,15 +51,8 @@ def load_checkpoint(method: str, quality: int, options: CodecOptions) -> nn.Modu
 
 @lru_cache(maxsize=16)
 def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise FcmbenchError(f"checkpoint {path} is not a PyTorch checkpoint: {err}") from None
-    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
-    if isinstance(saved, dict) and "int8_scales" in saved:
-        state = dequantized(state, saved["int8_scales"])
-    state = published_names(state) if isinstance(state, dict) else None
-    if not isinstance(state, dict) or "g_a.p2Encoder.0.conv1.weight" not in state:
+    state = read_state(path, f"checkpoint {path}")
+    if "g_a.p2Encoder.0.conv1.weight" not in state:
         raise FcmbenchError(f"checkpoint {path} is not an L-MSFC/TA-MSF checkpoint (no g_a.p2Encoder weights)")
     latent, channels = state["g_a.p2Encoder.0.conv1.weight"].shape[:2]
     has_context = "context_prediction.weight" in state
@@ -74,6 +67,21 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
         raise FcmbenchError(f"checkpoint {path} does not fit {method}: {str(err).splitlines()[0]}") from None
     model.update(force=True)
     return model.eval().to(device)
+
+
+def read_state(path: Path | str, label: str) -> dict:
+    """The weights a checkpoint file holds, under our names and dequantized: ours (``state_dict`` + info),
+    a published one (a bare state dict or one under ``state_dict``), or a compact int8 one."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise FcmbenchError(f"{label} is not a readable checkpoint: {err}") from None
+    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    if not isinstance(state, dict):
+        raise FcmbenchError(f"{label} holds no state dict")
+    if "int8_scales" in saved:
+        state = dequantized(state, saved["int8_scales"])
+    return published_names(state)
 
 
 def published_names(state: dict) -> dict:
@@ -134,13 +142,7 @@ def dequantized(state: dict, scales: dict) -> dict:
 
 def load_weights(model: nn.Module, path: Path) -> None:
     """Start training from another checkpoint's weights (a neighbouring quality, say)."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise FcmbenchError(f"--init {path} is not a readable checkpoint: {err}") from None
-    state = published_names(saved.get("state_dict", saved))
-    if "int8_scales" in saved:
-        state = dequantized(state, saved["int8_scales"])
+    state = read_state(path, f"--init {path}")
     try:
         model.load_state_dict(with_derived_buffers(model, state))
     except RuntimeError as err:

@@ -11,6 +11,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ class OnnxSplitDetector(TaskModel):
         extractor = onnx.utils.Extractor(graph)
         self._front = self._session(extractor.extract_model([self.input_name], list(split)), device)
         self._back = self._session(extractor.extract_model(list(split), self.outputs), device)
-        self._full = self._session(graph, device)
+        self._graph, self._device = graph, device
         self.levels = self._read_levels()
         self.weights_id = file_sha256(path)
 
@@ -143,6 +144,11 @@ class OnnxSplitDetector(TaskModel):
                                                                                       strict=True)}
         return self.postprocess(dict(zip(self.outputs, self._back.run(self.outputs, feed), strict=True)),
                                 features.original_size)
+
+    @cached_property
+    def _full(self):
+        """The unsplit network: only the split check needs it, so it is built on first use."""
+        return self._session(self._graph, self._device)
 
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         values = self._full.run(self.outputs, {self.input_name: self._network_input(image)})
