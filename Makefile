@@ -30,7 +30,22 @@ test: $(STAMP)
 	$(BIN)/ruff check fcmbench tests
 	$(BIN)/pytest
 
-checkpoints: $(addprefix checkpoints-,$(LEARNED))
+# ELIC and LIC-TCM for the tiled-feature methods (elic-feat, tcm-feat and MFIBA on them), ~0.4 M parameters
+# each (ours; the references are N/M 192/320 and 128/320), λ spread wider than the image λ.
+TILED := elic-feat tcm-feat
+TILED_LAMBDAS := 1:0.0035 2:0.013 3:0.05 4:0.2
+SIZE_elic-feat := --width 16 --latent 40
+SIZE_tcm-feat := --width 8 --latent 32
+TRAIN_TILED = $(BIN)/fcmbench train --task-model shapes_rcnn --dataset shapes $(SIZE_$*) \
+	--batch-size 4 --lr 1e-3 --threads 1 --int8-weights --out fcmbench/checkpoints
+
+checkpoints: $(addprefix checkpoints-,$(LEARNED) $(TILED))
+
+checkpoints-elic-feat checkpoints-tcm-feat: checkpoints-%: $(STAMP)
+	$(TRAIN_TILED) $* --quality 1 --lmbda 0.0035 --steps 2000
+	for point in $(wordlist 2,4,$(TILED_LAMBDAS)); do q=$${point%%:*}; \
+	  $(TRAIN_TILED) $* --quality $$q --lmbda $${point##*:} --steps 1000 \
+	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q - 1)).pt || exit 1; done
 
 checkpoints-%: $(STAMP)
 	$(TRAIN) $* --quality 1 --lmbda 8 --steps 3000

@@ -66,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--monotone", action="store_true",
                         help="for BD-rates, drop points that do not beat every cheaper point (listed in the note)")
 
-    train = commands.add_parser("train", help="train a learned feature codec on a task model's features")
-    train.add_argument("method", choices=["lmsfc", "lmsfc-nocm", "tamsf"])
-    train.add_argument("--quality", type=int, required=True, choices=range(1, 7), metavar="1..6")
-    train.add_argument("--task-model", required=True)
+    train = commands.add_parser("train", help="train a learned codec (feature or image) or MFIBA's predictor")
+    train.add_argument("method", choices=TRAINABLE)
+    train.add_argument("--quality", type=int, choices=range(1, 7), metavar="1..6",
+                       help="the quality to train (all but mfiba-*, which train the importance predictor)")
+    train.add_argument("--task-model", help="whose features (every method but the image codecs elic and tcm)")
     train.add_argument("--dataset", help="its train split gives the features, val the validation")
     train.add_argument("--image-folder", type=Path,
                        help="train on a folder of unlabelled images instead (its last 16 validate)")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--weights", help="task model weights (as for run)")
     train.add_argument("--steps", type=int, default=2000)
     train.add_argument("--latent", type=int, help="latent width M (default: the reference width for the quality)")
+    train.add_argument("--width", type=int, help="elic, tcm and their -feat codecs: main width N (default: reference)")
     train.add_argument("--images", type=int, help="use only the first N training images")
     train.add_argument("--batch-size", type=int, default=8, help="images per step (among images of equal size)")
     train.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (halved on plateau)")
@@ -88,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="store convolution kernels as int8 (4x smaller; the shipped checkpoints)")
     train.add_argument("--out", type=Path, help="checkpoint root (default: $FCMBENCH_CHECKPOINTS or the package's)")
     train.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
+
+    fit = commands.add_parser("fit-rate-model", help="MFIBA: per-level task loss against rate, D = a·R^b fitted "
+                              "per level, and the importance predictor's labels")
+    fit.add_argument("method", choices=MFIBA)
+    fit.add_argument("--task-model", required=True)
+    fit.add_argument("--dataset", required=True, help="its train split is measured (labels need ground truth)")
+    fit.add_argument("--images", type=int, default=40, help="how many training images to measure")
+    fit.add_argument("--weights", help="task model weights (as for run)")
+    fit.add_argument("--out", type=Path, help="checkpoint root: base checkpoints are read and the model written "
+                     "there (default: $FCMBENCH_CHECKPOINTS or the package's)")
+    fit.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
+    fit.add_argument("--threads", type=int, help="CPU threads for torch")
 
     train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
     train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
@@ -163,9 +177,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     rd = rd_table(runs)
     anchor = choose_anchor(rd, args.anchor)
     bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone) if anchor else None
+    levels = level_table(runs)
     written = write_tables(rd, bd, args.out)
+    levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
+    written.append(args.out / "levels.csv")
     history = provenance(runs)
-    page = render_report(rd, bd, level_table(runs), history, anchor, args.bd_method, args.out)
+    page = render_report(rd, bd, levels, history, anchor, args.bd_method, args.out)
     out = stdout_console()
     for note in sorted({w for run in history for w in run.get("warnings", [])}):
         out.print(f"[bold yellow]warning:[/] {note}")
@@ -183,39 +200,110 @@ def cmd_train_task(args: argparse.Namespace) -> None:
     Console().print(f"saved {args.out}; val box mAP@[.5:.95] = {score:.4f}")
 
 
+LMSFC_FAMILY = ["lmsfc", "lmsfc-nocm", "tamsf"]
+IMAGE_NETWORKS = ["elic", "tcm", "elic-feat", "tcm-feat"]
+MFIBA = ["mfiba", "mfiba-elic", "mfiba-tcm"]
+TRAINABLE = LMSFC_FAMILY + IMAGE_NETWORKS + MFIBA
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
-    from fcmbench.codec import CodecOptions
-    from fcmbench.datasets.shapes import default_cache
-    from fcmbench.methods.checkpoints import checkpoint_path
-    from fcmbench.methods.train import TrainConfig, train_codec
-    from fcmbench.runner import ImageWork
-    from fcmbench.tasks.base import TaskModelOptions
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
+    if args.method in MFIBA:
+        return train_mfiba(args)
+    if args.quality is None:
+        raise FcmbenchError(f"give the quality to train: fcmbench train {args.method} --quality 1..6")
+    if args.method in IMAGE_NETWORKS:
+        return train_image_codec(args)
+    return train_feature_codec(args)
+
+
+def needs_task_model(args: argparse.Namespace):
+    from fcmbench.tasks.base import TaskModelOptions
+
+    if not args.task_model:
+        raise FcmbenchError(f"{args.method} trains on a task model's features: give --task-model NAME")
+    return registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
+
+
+def training_features(args: argparse.Namespace, task) -> tuple:
+    """(training dataset or None, training items, their features, validation features)."""
+    from fcmbench.datasets.shapes import default_cache
+    from fcmbench.runner import ImageWork
+
+    train_set, train_items, val_items = training_images(args)
+    cache = (args.cache or default_cache()) / "features"
+    features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
+    return train_set, train_items, features[: len(train_items)], features[len(train_items):]
+
+
+def train_config(args: argparse.Namespace, path: Path):
+    from fcmbench.methods.train import TrainConfig
+
+    # TA-MSF adds the detection loss after a warm-up on rate-distortion alone (half the steps)
+    return TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent, lr=args.lr,
+                       task_warmup=args.steps // 2, batch_size=args.batch_size, lmbda=args.lmbda,
+                       init=args.init, int8_weights=args.int8_weights, width=args.width)
+
+
+def train_image_codec(args: argparse.Namespace) -> None:
+    """ELIC / LIC-TCM on images (``elic``, ``tcm``) or on the tiled features of a task model (``-feat``)."""
+    from fcmbench.codec import CodecOptions
+    from fcmbench.datasets.base import load_image
+    from fcmbench.methods.checkpoints import checkpoint_path
+    from fcmbench.methods.mosaic import feature_mosaics
+    from fcmbench.methods.train import train_image_network
+
+    codec = registry.methods.get(args.method)
+    if args.method.endswith("-feat"):
+        task = needs_task_model(args)
+        _, _, train, val = training_features(args, task)
+        train = [m for f in train for m in feature_mosaics(f)]
+        val = [m for f in val for m in feature_mosaics(f)]
+        path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
+    else:
+        _, train_items, val_items = training_images(args)
+        train, val = [load_image(i) for i in train_items], [load_image(i) for i in val_items]
+        path = checkpoint_path(args.method, args.quality, CodecOptions(checkpoints=args.out), "images")
+    result = train_image_network(train_config(args, path), codec.family, train, val)
+    final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
+    Console().print(f"saved {path} (validation loss {final:.4f})")
+
+
+def train_mfiba(args: argparse.Namespace) -> None:
+    from fcmbench.codec import CodecOptions
+    from fcmbench.methods.mfiba import train_predictor
+
+    task = needs_task_model(args)
+    _, train_items, train, val = training_features(args, task)
+    codec = registry.methods.get(args.method)(CodecOptions(task_model=task.name, checkpoints=args.out))
+    path = train_predictor(codec, train_items, train, val, steps=args.steps, lr=args.lr)
+    Console().print(f"saved {path}")
+
+
+def train_feature_codec(args: argparse.Namespace) -> None:
+
+    from fcmbench.codec import CodecOptions
+    from fcmbench.methods.checkpoints import checkpoint_path
+    from fcmbench.methods.train import train_codec
+
+    task = needs_task_model(args)
     task_loss = args.method == "tamsf" and not args.no_task_loss
     if task_loss and (args.image_folder or not hasattr(task, "training_loss")):
         raise FcmbenchError(f"tamsf trains with the detection loss of {task.name} on labelled images, which "
                             f"{'--image-folder lacks' if args.image_folder else 'this task model cannot give'}"
                             "; use --dataset with a trainable task model, or --no-task-loss")
-    train_set, train_items, val_items = training_images(args)
-    cache = (args.cache or default_cache()) / "features"
-    features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
+    train_set, train_items, train, val = training_features(args, task)
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
-    # TA-MSF adds the detection loss after a warm-up on rate-distortion alone (half the steps)
-    config = TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent, lr=args.lr,
-                         task_warmup=args.steps // 2, batch_size=args.batch_size, lmbda=args.lmbda,
-                         init=args.init, int8_weights=args.int8_weights)
+    config = train_config(args, path)
     targets = None
     if task_loss:
         from fcmbench.tasks.train_task import targets_of
 
         targets = [targets_of(train_set, item.image_id) for item in train_items]
-    result = train_codec(config, features[: len(train_items)], features[len(train_items):],
-                         task if targets else None, targets)
+    result = train_codec(config, train, val, task if targets else None, targets)
     final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
     Console().print(f"saved {path} (validation loss {final:.4f})")
 
@@ -240,8 +328,41 @@ def training_images(args: argparse.Namespace) -> tuple:
     return train_set, train_set.items()[: args.images], build(DatasetOptions(split="val")).items()[:VALIDATION_IMAGES]
 
 
+def cmd_fit_rate_model(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from fcmbench.codec import CodecOptions
+    from fcmbench.datasets.shapes import default_cache
+    from fcmbench.methods.mfiba import fit_rate_model, fitted_codec
+    from fcmbench.runner import ImageWork
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    task = needs_task_model(args)
+    dataset = registry.datasets.get(args.dataset)(DatasetOptions(split="train"))
+    codec = fitted_codec(args.method, CodecOptions(task_model=task.name, checkpoints=args.out))
+    cache = (args.cache or default_cache()) / "features"
+    features = {item.image_id: ImageWork(item, task, cache).features() for item in dataset.items()[: args.images]}
+    model, labels = fit_rate_model(codec, dataset, task, features)
+    folder = codec.folder()
+    model.save(folder / "rate_model.json")
+    (folder / "labels.json").write_text(json.dumps({str(k): v for k, v in labels.items()}))
+    table = Table(title=f"{codec.name}: task loss (mAP points) = a·R^b per level, R in bits per mosaic pixel")
+    for column in ("level", "a", "b"):
+        table.add_column(column)
+    for name, a, b in zip(model.levels, model.a, model.b, strict=True):
+        table.add_row(name, f"{a:.4g}", f"{b:.4g}")
+    out = stdout_console()
+    out.print(table)
+    out.print(f"{len(labels)} labelled images; default λ: {', '.join(f'{lam:.4g}' for lam in model.lambdas)}")
+    out.print(f"wrote {folder / 'rate_model.json'} and labels.json; next: fcmbench train {codec.name} "
+              f"--task-model {task.name} --dataset {args.dataset}")
+
+
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-            "train-task": cmd_train_task}
+            "train-task": cmd_train_task, "fit-rate-model": cmd_fit_rate_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -97,6 +97,10 @@ class Codec(ABC):
         """Bytes per container segment (levels, for most feature codecs)."""
         return Container.from_bytes(data, expected_codec=self.name).bytes_per_segment()
 
+    def stream_info(self, data: bytes) -> dict:
+        """Choices the encoder made that results should record (e.g. MFIBA's per-level qualities)."""
+        return {}
+
     @classmethod
     def label(cls) -> str:
         return cls.display_name or cls.name

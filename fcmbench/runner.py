@@ -307,4 +307,4 @@ class ImageWork:
             method=method, rate=rate.label, image_id=self.item.image_id, rate_value=rate.value,
             pixels=self.item.width * self.item.height, bytes=len(data), bytes_per_level=codec.bytes_per_level(data),
             encode_s=encode_s, decode_s=decode_s, front_s=front_s, back_s=back_s,
-            predictions=self.task.to_coco_results(self.item.image_id, prediction))
+            predictions=self.task.to_coco_results(self.item.image_id, prediction), stream_info=codec.stream_info(data))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS items (
     setup TEXT, method TEXT, rate TEXT, image_id INTEGER,
     rate_value REAL, pixels INTEGER, bytes INTEGER, bytes_per_level TEXT,
     encode_s REAL, decode_s REAL, front_s REAL, back_s REAL, predictions TEXT, finished_at TEXT,
-    PRIMARY KEY (setup, method, rate, image_id));
+    stream_info TEXT, PRIMARY KEY (setup, method, rate, image_id));
 CREATE TABLE IF NOT EXISTS evaluations (
     setup TEXT, method TEXT, rate TEXT, image_set TEXT, rate_value REAL, n_images INTEGER,
     bits INTEGER, pixels INTEGER, metrics TEXT, evaluated_at TEXT,
@@ -44,6 +44,7 @@ class ItemResult:
     front_s: float
     back_s: float
     predictions: list[dict]
+    stream_info: dict = field(default_factory=dict)  # the encoder's recorded choices (MFIBA's qualities)
 
 
 def now() -> str:
@@ -64,8 +65,16 @@ class Store:
             self.db = sqlite3.connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.executescript(SCHEMA)
+            self._add_missing_columns()
         except sqlite3.DatabaseError as err:
             raise FcmbenchError(f"results store {self.path} is not a readable SQLite file: {err}") from None
+
+    def _add_missing_columns(self) -> None:
+        """Stores written before ``stream_info`` existed gain the column (empty for their items)."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(items)")}
+        if "stream_info" not in columns:
+            with self.db:
+                self.db.execute("ALTER TABLE items ADD COLUMN stream_info TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -90,10 +99,12 @@ class Store:
     def add_item(self, setup: str, item: ItemResult) -> None:
         with self.db:  # one transaction: an item is either fully recorded or absent
             self.db.execute(
-                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO items (setup, method, rate, image_id, rate_value, pixels, bytes, "
+                "bytes_per_level, encode_s, decode_s, front_s, back_s, predictions, finished_at, stream_info) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (setup, item.method, item.rate, item.image_id, item.rate_value, item.pixels, item.bytes,
                  json.dumps(item.bytes_per_level), item.encode_s, item.decode_s, item.front_s, item.back_s,
-                 json.dumps(item.predictions), now()))
+                 json.dumps(item.predictions), now(), json.dumps(item.stream_info)))
 
     def items(self, setup: str, method: str, rate: str, image_ids: list[int]) -> list[dict]:
         rows = self.db.execute(

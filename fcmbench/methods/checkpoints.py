@@ -8,7 +8,10 @@ the tensors and compressai renames its older entropy-bottleneck keys.
 
 from __future__ import annotations
 
+import io
+import lzma
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,8 +30,9 @@ def checkpoint_root(options: CodecOptions) -> Path:
     return Path(os.environ.get("FCMBENCH_CHECKPOINTS", SHIPPED))
 
 
-def checkpoint_path(method: str, quality: int, options: CodecOptions) -> Path:
-    return checkpoint_root(options) / method / (options.task_model or "any") / f"q{quality}.pt"
+def checkpoint_path(method: str, quality: int, options: CodecOptions, scope: str | None = None) -> Path:
+    """``scope`` is the task model the codec was trained for, or ``images`` for image codecs."""
+    return checkpoint_root(options) / method / (scope or options.task_model or "any") / f"q{quality}.pt"
 
 
 def build_model(method: str, channels: int, latent: int, levels: int = 4) -> nn.Module:
@@ -73,7 +77,7 @@ def read_state(path: Path | str, label: str) -> dict:
     """The weights a checkpoint file holds, under our names and dequantized: ours (``state_dict`` + info),
     a published one (a bare state dict or one under ``state_dict``), or a compact int8 one."""
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        saved = torch.load(unpacked(Path(path)), map_location="cpu", weights_only=True)
     except Exception as err:
         raise FcmbenchError(f"{label} is not a readable checkpoint: {err}") from None
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
@@ -84,29 +88,75 @@ def read_state(path: Path | str, label: str) -> dict:
     return published_names(state)
 
 
+XZ_MAGIC = b"\xfd7zXZ\x00"
+
+
+def unpacked(path: Path) -> Path | io.BytesIO:
+    """Compact checkpoints are xz-compressed torch files (int8 kernels shrink by another quarter)."""
+    with open(path, "rb") as handle:
+        if handle.read(len(XZ_MAGIC)) != XZ_MAGIC:
+            return path
+    return io.BytesIO(lzma.decompress(path.read_bytes()))
+
+
 def published_names(state: dict) -> dict:
-    """The one place where published checkpoints' names are mapped to ours: TA-MSF spells the encoder
-    stages ``p2_encoder``; L-MSFC's names are ours already. A ``module.`` prefix (DataParallel) is dropped."""
+    """The one place where published checkpoints' names are mapped to ours. TA-MSF spells the encoder stages
+    ``p2_encoder``; L-MSFC's and LIC-TCM's names are ours already; the ELIC re-implementation's are mapped to
+    CompressAI's ``Elic2022Chandelier``. A ``module.`` prefix (DataParallel) is dropped."""
     renamed = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
         for level in ("p2", "p3", "p4", "p5"):
             key = key.replace(f"g_a.{level}_encoder.", f"g_a.{level}Encoder.")
         renamed[key] = value
-    return renamed
+    return elic_chandelier_names(renamed) if "cc_transforms.0.0.weight" in renamed else renamed
+
+
+ELIC_CHANDELIER_PREFIXES = [  # the re-implementation's module -> its place in CompressAI's latent codecs
+    (re.compile(r"^(h_a|h_s|entropy_bottleneck)\."), lambda m: f"latent_codec.hyper.{m[1]}."),
+    (re.compile(r"^cc_transforms\.(\d+)\."), lambda m: f"latent_codec.y.channel_context.y{int(m[1]) + 1}."),
+    (re.compile(r"^context_prediction\.(\d+)\."), lambda m: f"latent_codec.y.latent_codec.y{m[1]}.context_prediction."),
+    (re.compile(r"^ParamAggregation\.(\d+)\."), lambda m: f"latent_codec.y.latent_codec.y{m[1]}.entropy_parameters."),
+]
+
+
+def elic_chandelier_names(state: dict) -> dict:
+    """ELiC-ReImplemetation names -> ``Elic2022Chandelier``'s. Its one Gaussian conditional serves every
+    channel group; its checkerboard masks are left for the model to rebuild."""
+    groups = {k.split(".")[1] for k in state if k.startswith("context_prediction.")}
+    out = {}
+    for key, value in state.items():
+        if key.endswith(".mask"):
+            continue
+        if key.startswith("gaussian_conditional."):
+            for g in groups:
+                out[f"latent_codec.y.latent_codec.y{g}.y.{key}"] = value
+            continue
+        for pattern, target in ELIC_CHANDELIER_PREFIXES:
+            key = pattern.sub(target, key, count=1)
+        out[key] = value
+    return out
 
 
 def save_checkpoint(model: nn.Module, path: Path, int8_weights: bool = False, **info) -> None:
     """Atomic save of a codec ready to code (``update()`` done), with what built it. ``int8_weights`` stores
     convolution kernels as int8 with one scale per output channel (4x smaller; the shipped embedded-default
-    checkpoints): the dequantized weights are the model, on the encoder's side as on the decoder's."""
+    checkpoints, xz-compressed): the dequantized weights are the model, on the encoder's side as on the
+    decoder's."""
     model.update(force=True)
     state = model.state_dict()
     if int8_weights:
         state, info["int8_scales"] = quantized(state)
+    write_atomically({"state_dict": state, **info}, path, compress=int8_weights)
+
+
+def write_atomically(content: dict, path: Path, compress: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    data = lzma.compress(buffer.getvalue(), preset=9) if compress else buffer.getvalue()
     partial = path.with_suffix(f".{os.getpid()}.partial")
-    torch.save({"state_dict": state, **info}, partial)
+    partial.write_bytes(data)
     partial.replace(path)
 
 

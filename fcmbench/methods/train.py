@@ -10,15 +10,18 @@ final save.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from rich.progress import Progress
+from torch import nn
 
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import build_model, load_weights, save_checkpoint
+from fcmbench.methods.image_codec import IMAGE_LAMBDAS, ImageNetwork, padded
 from fcmbench.methods.lmsfc import LAMBDAS, coded_levels, latent_width, pad_levels, unpad_levels
 
 LEVEL_WEIGHT = 0.2
@@ -40,6 +43,7 @@ class TrainConfig:
     lmbda: float | None = None  # overrides the reference λ of the quality (recorded in the checkpoint)
     init: Path | None = None  # start from these weights (a neighbouring quality) instead of at random
     int8_weights: bool = False  # store convolution kernels as int8 (the shipped embedded-default checkpoints)
+    width: int | None = None  # image networks: main width N (default: the reference's)
 
 
 def rate_distortion(model: torch.nn.Module, batch: list[FeatureSet], lam: float) -> tuple[torch.Tensor, dict]:
@@ -73,10 +77,34 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
         load_weights(model, config.init)
     lam = config.lmbda or LAMBDAS[config.quality]
     buckets = same_size_groups(train)
+
+    def step_loss(step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        index = int(torch.randint(len(train), (1,), generator=generator))
+        batch = batch_with(index, buckets, config.batch_size, generator)
+        loss, parts = rate_distortion(model, [train[i] for i in batch], lam)
+        if task is not None and targets is not None and step >= config.task_warmup:
+            loss = loss + config.task_loss_weight * task.training_loss(train[index], parts["recon"], targets[index])
+        return loss, parts
+
+    def val_loss() -> float:
+        return sum(rate_distortion(model, [f], lam)[0].item() for f in val) / max(1, len(val))
+
+    history = fit(model, config, step_loss, val_loss)
+    save_checkpoint(model.eval(), config.out, int8_weights=config.int8_weights, method=config.method,
+                    quality=config.quality, lam=lam, channels=channels, latent=latent, steps=config.steps,
+                    history=history, init=str(config.init) if config.init else None)
+    return {"history": history, "path": config.out}
+
+
+def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Callable) -> list[dict]:
+    """The training loop every learned method shares: Adam, a separate Adam for entropy-bottleneck quantiles,
+    gradient clipping at 1.0, learning rate halved on a validation plateau, and a resumable state after every
+    validation (``OUT.resume``, removed when done). ``step_loss(step, generator)`` gives (loss, parts with
+    ``bpp``); ``val_loss()`` runs without gradients in eval mode."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main, lr=config.lr)
-    aux_optimizer = torch.optim.Adam(aux, lr=1e-3)
+    aux_optimizer = torch.optim.Adam(aux, lr=1e-3) if aux else None
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     resume = Path(str(config.out) + ".resume")
@@ -85,7 +113,8 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
         state = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        if aux_optimizer:
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
         plateau.load_state_dict(state["plateau"])
         step, best, history = state["step"], state["best"], state["history"]
     generator = torch.Generator().manual_seed(config.seed + step)
@@ -93,36 +122,32 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
         bar = progress.add_task(f"train {config.method} q{config.quality}", total=config.steps, completed=step)
         while step < config.steps:
             model.train()
-            index = int(torch.randint(len(train), (1,), generator=generator))
-            batch = batch_with(index, buckets, config.batch_size, generator)
-            loss, parts = rate_distortion(model, [train[i] for i in batch], lam)
-            if task is not None and targets is not None and step >= config.task_warmup:
-                loss = loss + config.task_loss_weight * task.training_loss(train[index], parts["recon"],
-                                                                           targets[index])
+            loss, parts = step_loss(step, generator)
             optimizer.zero_grad()
-            aux_optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(main, 1.0)
             optimizer.step()
-            model.aux_loss().backward()
-            aux_optimizer.step()
+            if aux_optimizer:
+                aux_optimizer.zero_grad()
+                model.aux_loss().backward()
+                aux_optimizer.step()
             step += 1
-            progress.update(bar, advance=1, description=f"q{config.quality} loss {loss.item():.4f} "
-                                                         f"bpp {parts['bpp'].item():.3f}")
+            rate = f" bpp {parts['bpp'].item():.3f}" if "bpp" in parts else ""
+            progress.update(bar, advance=1, description=f"q{config.quality} loss {loss.item():.4f}{rate}")
             if step % config.validate_every == 0 or step == config.steps:
-                score = validate(model, val, lam)
+                model.eval()
+                with torch.no_grad():
+                    score = val_loss()
                 plateau.step(score)
                 best = min(best, score)
                 history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"]})
                 progress.console.print(f"step {step}: val loss {score:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "aux_optimizer": aux_optimizer.state_dict(), "plateau": plateau.state_dict(),
-                            "step": step, "best": best, "history": history}, resume)
-    save_checkpoint(model.eval(), config.out, int8_weights=config.int8_weights, method=config.method,
-                    quality=config.quality, lam=lam, channels=channels, latent=latent, steps=step, history=history,
-                    init=str(config.init) if config.init else None)
+                            "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
+                            "plateau": plateau.state_dict(), "step": step, "best": best, "history": history},
+                           resume)
     resume.unlink(missing_ok=True)
-    return {"history": history, "path": config.out}
+    return history
 
 
 def same_size_groups(features: list[FeatureSet]) -> dict[int, list[int]]:
@@ -139,7 +164,45 @@ def batch_with(index: int, groups: dict[int, list[int]], size: int, generator: t
     return [index, *(group[i] for i in others)]
 
 
-@torch.no_grad()
-def validate(model: torch.nn.Module, val: list[FeatureSet], lam: float) -> float:
-    model.eval()
-    return sum(rate_distortion(model, [features], lam)[0].item() for features in val) / max(1, len(val))
+CROP = 128  # training crops of image networks: a multiple of every network's padding
+
+
+def train_image_network(config: TrainConfig, family: ImageNetwork, train: list[torch.Tensor],
+                        val: list[torch.Tensor]) -> dict:
+    """Train an image network (ELIC, LIC-TCM) on images or feature mosaics ``[3, H, W]`` in [0, 1] with
+    λ·255²·MSE + bpp on random crops, and save it at ``config.out``."""
+    torch.manual_seed(config.seed)
+    sizes = {key: value for key, value in (("N", config.width), ("M", config.latent)) if value}
+    model = family.build(**sizes)
+    if config.init:
+        load_weights(model, config.init)
+    lam = config.lmbda or IMAGE_LAMBDAS[config.quality]
+
+    def step_loss(step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        chosen = torch.randint(len(train), (config.batch_size,), generator=generator).tolist()
+        return image_rate_distortion(model, torch.stack([random_crop(train[i], generator) for i in chosen]), lam)
+
+    def val_loss() -> float:
+        batches = [padded(image[None], model.pad_multiple) for image in val]
+        return sum(image_rate_distortion(model, x, lam)[0].item() for x in batches) / max(1, len(val))
+
+    history = fit(model, config, step_loss, val_loss)
+    save_checkpoint(model.eval(), config.out, int8_weights=config.int8_weights, method=config.method,
+                    quality=config.quality, lam=lam, network=family.name, sizes=sizes, steps=config.steps,
+                    history=history, init=str(config.init) if config.init else None)
+    return {"history": history, "path": config.out}
+
+
+def image_rate_distortion(model: nn.Module, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, dict]:
+    out = model(x)
+    mse = F.mse_loss(out["x_hat"], x)
+    bpp = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values()) / (x.shape[0] * x.shape[2] * x.shape[3])
+    return lam * 255**2 * mse + bpp, {"bpp": bpp, "mse": mse}
+
+
+def random_crop(image: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:
+    """A ``size`` x ``size`` crop; smaller images are zero-padded first."""
+    image = F.pad(image, (0, max(0, size - image.shape[2]), 0, max(0, size - image.shape[1])))
+    top = int(torch.randint(image.shape[1] - size + 1, (1,), generator=generator))
+    left = int(torch.randint(image.shape[2] - size + 1, (1,), generator=generator))
+    return image[:, top : top + size, left : left + size]

@@ -61,6 +61,15 @@ def level_plot(levels: pd.DataFrame, method: str) -> str:
     return svg(figure)
 
 
+def chosen_qualities(levels: pd.DataFrame) -> list[str]:
+    """Per rate point, the mean base quality each level was coded at (only codecs that choose per level)."""
+    chosen = levels.dropna(subset=["quality"])
+    if chosen.empty or (chosen.groupby("rate")["quality"].nunique() <= 1).all():
+        return []
+    return [f"{rate}: " + ", ".join(f"{r.level} q{r.quality:.2f}" for r in rows.itertuples())
+            for rate, rows in chosen.groupby("rate", sort=False)]
+
+
 def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
     """One section per dataset x task model, each with its RD plots and per-level plots."""
     sns.set_theme(style="whitegrid", context="notebook")
@@ -73,7 +82,8 @@ def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
         for method in sorted(group["method"].unique()):
             mine = levels[(levels["setup"] == setup) & (levels["method"] == method)]
             if mine["level"].nunique() > 2:  # feature codecs: one segment per level plus the header
-                level_plots.append({"title": method, "svg": level_plot(mine, method)})
+                level_plots.append({"title": method, "svg": level_plot(mine, method),
+                                    "qualities": chosen_qualities(mine)})
         sections.append({"dataset": dataset, "task_model": task_model, "plots": plots, "level_plots": level_plots,
                          "rows": group.to_dict("records")})
     return sections

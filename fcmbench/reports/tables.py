@@ -58,16 +58,20 @@ def _rd_rows(store: Store) -> list[dict]:
 
 
 def level_table(folders: list[Path]) -> pd.DataFrame:
-    """Bits per pixel of each container segment (FPN level or header) per (setup, method, rate point)."""
+    """Bits per pixel of each container segment (FPN level or header) per (setup, method, rate point), and the
+    mean base-codec quality of each level where the encoder chose one per image (MFIBA)."""
     rows = []
     for _, store in stores(folders):
-        for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level FROM items"):
+        for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level, stream_info FROM items"):
+            qualities = json.loads(r["stream_info"] or "{}").get("qualities", {})
             for level, size in json.loads(r["bytes_per_level"]).items():
                 rows.append({"setup": r["setup"], "method": r["method"], "rate": r["rate"],
                              "level": "header" if level == HEADER_KEY else level,
-                             "bits": 8 * size, "pixels": r["pixels"]})
-    frame = pd.DataFrame(rows, columns=["setup", "method", "rate", "level", "bits", "pixels"])
-    totals = frame.groupby(["setup", "method", "rate", "level"], sort=False)[["bits", "pixels"]].sum().reset_index()
+                             "bits": 8 * size, "pixels": r["pixels"], "quality": qualities.get(level)})
+    frame = pd.DataFrame(rows, columns=["setup", "method", "rate", "level", "bits", "pixels", "quality"])
+    frame["quality"] = pd.to_numeric(frame["quality"])
+    totals = frame.groupby(["setup", "method", "rate", "level"], sort=False).agg(
+        bits=("bits", "sum"), pixels=("pixels", "sum"), quality=("quality", "mean")).reset_index()
     # pixels are summed once per level, so the ratio is the level's share of the dataset bpp
     totals["bpp"] = totals["bits"] / totals["pixels"]
     return totals

@@ -1,0 +1,170 @@
+"""Learned image codecs (ELIC, LIC-TCM) behind the codec interface, and the coding plumbing they share with
+the feature methods that code each FPN level as an image (``elic-feat``, ``mfiba-elic``, ...).
+
+An image network is a CompressAI ``CompressionModel`` with ``compress``/``decompress``, a ``pad_multiple``
+and ``stream_shape(height, width)`` (what ``decompress`` needs besides the strings, rebuilt from the padded
+size so the stream need not carry it). Images are zero-padded at the bottom and right to ``pad_multiple``,
+as the ELIC reference pads its test images; the decoder crops.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcmbench.bitstream import Container, Reader
+from fcmbench.codec import Codec, CodecOptions, RatePoint
+from fcmbench.errors import FcmbenchError
+from fcmbench.methods.checkpoints import checkpoint_path, checkpoint_root, read_state, with_derived_buffers
+from fcmbench.methods.lmsfc import one_thread
+
+# LIC-TCM's released λ (MSE); the ELIC reference's list is unverified, so ELIC uses the same six
+IMAGE_LAMBDAS = {1: 0.0025, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.05}
+SIZE = struct.Struct(">2H")
+
+
+@dataclass(frozen=True)
+class ImageNetwork:
+    """One family of image networks: how to build one and how to size one for given weights."""
+
+    name: str
+    build: Callable[..., nn.Module]  # keyword sizes -> an untrained network
+    from_state: Callable[[dict], nn.Module]  # our or published weights -> a network of their sizes
+
+
+def load_network(family: ImageNetwork, method: str, quality: int, options: CodecOptions,
+                 scope: str | None = None) -> nn.Module:
+    """The network of ``method`` at ``quality``, ready to code; a missing file says how to train it."""
+    path = checkpoint_path(method, quality, options, scope)
+    if not path.is_file():
+        target = "--dataset DATASET" if scope == "images" else f"--task-model {options.task_model} --dataset DATASET"
+        raise FcmbenchError(
+            f"no {method} checkpoint for quality {quality}: expected {path}. Train it with `fcmbench train "
+            f"{method} --quality {quality} {target} --out {checkpoint_root(options)}`, or pass --checkpoints DIR")
+    return _load(family, str(path), path.stat().st_mtime_ns, options.device)
+
+
+@lru_cache(maxsize=32)
+def _load(family: ImageNetwork, path: str, _mtime: int, device: str) -> nn.Module:
+    state = read_state(path, f"checkpoint {path}")
+    try:
+        network = family.from_state(state)
+        network.load_state_dict(with_derived_buffers(network, state))
+    except (KeyError, RuntimeError, ValueError, IndexError) as err:
+        raise FcmbenchError(f"checkpoint {path} is not a {family.name} checkpoint that fits: "
+                            f"{str(err).splitlines()[0]}") from None
+    network.update(force=True)
+    return network.eval().to(device)
+
+
+def padded(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    height, width = image.shape[-2:]
+    return F.pad(image, (0, -width % multiple, 0, -height % multiple))
+
+
+def compress_image(network: nn.Module, image: torch.Tensor) -> list[bytes]:
+    """Float ``[3, H, W]`` in [0, 1] -> the network's strings (one per entropy-coded tensor)."""
+    x = padded(image[None].float(), network.pad_multiple)
+    with torch.inference_mode(), one_thread():
+        out = network.compress(x)
+    return [strings[0] for strings in out["strings"]]
+
+
+def decompress_image(network: nn.Module, strings: list[bytes], size: tuple[int, int]) -> torch.Tensor:
+    height, width = size
+    multiple = network.pad_multiple
+    shape = network.stream_shape(height + -height % multiple, width + -width % multiple)
+    with torch.inference_mode(), one_thread():
+        try:
+            x_hat = network.decompress([[s] for s in strings], shape)["x_hat"]
+        except (RuntimeError, ValueError, IndexError) as err:
+            raise FcmbenchError(f"corrupt bitstream: the image does not decode ({err})") from None
+    return x_hat[0, :, :height, :width].clamp(0, 1).float()
+
+
+def join_strings(strings: list[bytes]) -> bytes:
+    """One payload for a network's strings: their count, the lengths of all but the last as LEB128 varints,
+    then the strings (a few bytes of framing where a segment per string would cost seven or more each)."""
+    if not 0 < len(strings) < 256:
+        raise FcmbenchError(f"a network gave {len(strings)} strings; the stream holds 1..255")
+    lengths = b"".join(varint(len(s)) for s in strings[:-1])
+    return bytes([len(strings)]) + lengths + b"".join(strings)
+
+
+def split_strings(payload: bytes, what: str) -> list[bytes]:
+    reader = Reader(payload)
+    count = reader.unpack(">B")[0]
+    lengths = [read_varint(reader, what) for _ in range(max(0, count - 1))]
+    strings = [reader.take(n) for n in lengths]
+    strings.append(reader.take(reader.remaining))
+    if count == 0:
+        raise FcmbenchError(f"corrupt bitstream: {what} holds no strings")
+    return strings
+
+
+def varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def read_varint(reader: Reader, what: str) -> int:
+    value = 0
+    for shift in range(0, 35, 7):
+        byte = reader.unpack(">B")[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+    raise FcmbenchError(f"corrupt bitstream: a string length in {what} does not end")
+
+
+class LearnedImageCodec(Codec):
+    """An image codec at qualities 1..6, one checkpoint per quality under ``METHOD/images/``."""
+
+    kind = "image"
+    family: ClassVar[ImageNetwork]
+
+    @classmethod
+    def rate_points(cls) -> list[RatePoint]:
+        return [RatePoint(f"q{q}", q) for q in IMAGE_LAMBDAS]
+
+    def operating_points(self) -> list[RatePoint]:
+        found = [p for p in self.rate_points() if self._path(int(p.value)).is_file()]
+        return found or self.rate_points()
+
+    def _path(self, quality: int) -> Path:
+        return checkpoint_path(self.name, quality, self.options, "images")
+
+    def ensure_ready(self, rates: list[RatePoint]) -> None:
+        for rate in rates:
+            self.network(int(rate.value))
+
+    def network(self, quality: int) -> nn.Module:
+        return load_network(self.family, self.name, quality, self.options, "images")
+
+    def encode(self, x: torch.Tensor, rate: RatePoint) -> bytes:
+        quality = int(rate.value)
+        strings = compress_image(self.network(quality), x)
+        size = tuple(x.shape[-2:])
+        header = struct.pack(">B", quality) + SIZE.pack(*size)
+        return Container(self.name, size, size, header, {"image": join_strings(strings)}).to_bytes()
+
+    def decode(self, data: bytes) -> torch.Tensor:
+        box = Container.from_bytes(data, expected_codec=self.name)
+        reader = Reader(box.header)
+        quality, = reader.unpack(">B")
+        size = reader.unpack(SIZE.format)
+        if quality not in IMAGE_LAMBDAS or set(box.segments) != {"image"}:
+            raise FcmbenchError(f"corrupt bitstream: a {self.name} stream needs a quality 1..6 and one image segment")
+        return decompress_image(self.network(quality), split_strings(box.segments["image"], "the image"), size)
