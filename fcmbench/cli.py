@@ -341,8 +341,9 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     task = needs_task_model(args)
-    dataset = registry.datasets.get(args.dataset)(DatasetOptions(split="train"))
     codec = fitted_codec(args.method, CodecOptions(task_model=task.name, checkpoints=args.out))
+    codec.fit_qualities()
+    dataset = registry.datasets.get(args.dataset)(DatasetOptions(split="train"))
     cache = (args.cache or default_cache()) / "features"
     features = {item.image_id: ImageWork(item, task, cache).features() for item in dataset.items()[: args.images]}
     model, labels = fit_rate_model(codec, dataset, task, features)

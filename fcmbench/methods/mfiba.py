@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -74,14 +75,16 @@ class RateModel:
 
 def fit_power_law(rates: list[float], losses: list[float]) -> tuple[float, float]:
     """D = a·R^b with a ≥ 1e-10 and b ≤ 0 (scipy's TRF, as the reference); no loss at all gives (1e-10, 0)."""
-    from scipy.optimize import curve_fit
+    from scipy.optimize import OptimizeWarning, curve_fit
 
     rates, losses = np.asarray(rates, float), np.asarray(losses, float)
     if losses.max() <= 0 or len(rates) < 2:
         return 1e-10, 0.0
     start = (float(losses.max() * rates.min() ** 0.5), -0.5)
-    (a, b), _ = curve_fit(lambda r, a, b: a * np.power(r, b), rates, losses, p0=start,
-                          bounds=([1e-10, -np.inf], [np.inf, 0.0]), method="trf", maxfev=20000)
+    with warnings.catch_warnings():  # with as many points as parameters the covariance is undefined: not needed
+        warnings.simplefilter("ignore", OptimizeWarning)
+        (a, b), _ = curve_fit(lambda r, a, b: a * np.power(r, b), rates, losses, p0=start,
+                              bounds=([1e-10, -np.inf], [np.inf, 0.0]), method="trf", maxfev=20000)
     return float(a), float(b)
 
 
@@ -173,6 +176,16 @@ class MfibaCodec(TiledFeatureCodec):
                 f"DATASET --out {checkpoint_root(self.options)}` (after fit-rate-model)")
         return _predictor(str(path), path.stat().st_mtime_ns)
 
+    def fit_qualities(self) -> list[int]:
+        """The base qualities a rate model can be fitted over (two at least)."""
+        qualities = self.base_qualities()
+        if len(qualities) < 2:
+            raise FcmbenchError(
+                f"{self.name} needs {self.base} checkpoints at two or more qualities for task model "
+                f"{self.options.task_model} under {checkpoint_root(self.options)}; train them first with "
+                f"`fcmbench train {self.base} --quality Q --task-model {self.options.task_model} --dataset DATASET`")
+        return qualities
+
     def operating_points(self) -> list[RatePoint]:
         try:
             lambdas = self.rate_model().lambdas
@@ -181,8 +194,9 @@ class MfibaCodec(TiledFeatureCodec):
         return [RatePoint(f"lam{lam:.4g}", float(f"{lam:.4g}")) for lam in lambdas]
 
     def ensure_ready(self, rates: list[RatePoint]) -> None:
+        qualities = self.rate_model().qualities  # the first thing to make, so the first thing asked for
         self.predictor()
-        for quality in self.rate_model().qualities:
+        for quality in qualities:
             self.network(quality)
 
     def importance(self, x: FeatureSet) -> list[float]:
@@ -259,10 +273,7 @@ def per_image_map(dataset, task, image_id: int, prediction: dict) -> float:
 def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, FeatureSet]) -> tuple[RateModel, dict]:
     """Measure, per image, level and base quality, the bits and the task loss of coding that level alone;
     fit D_l(R) per level on the means over images; build the importance labels. Returns (model, labels)."""
-    qualities = codec.base_qualities()
-    if len(qualities) < 2:
-        raise FcmbenchError(f"{codec.name} needs {codec.base} checkpoints at two or more qualities for task model "
-                            f"{codec.options.task_model} under {checkpoint_root(codec.options)}; train them first")
+    qualities = codec.fit_qualities()
     measurements, labels = [], {}
     for image_id, x in track(features.items(), description=f"fit {codec.name}"):
         baseline = per_image_map(dataset, task, image_id, task.back(x))

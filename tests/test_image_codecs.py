@@ -1,0 +1,175 @@
+"""ELIC and LIC-TCM as image codecs and on tiled features: layout, published checkpoints, bit-exact decoding."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcmbench.codec import CodecOptions, RatePoint
+from fcmbench.errors import FcmbenchError
+from fcmbench.featureset import FeatureSet
+from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
+from fcmbench.methods.elic import ElicChandelier, ElicCodec, ElicFeatCodec, build_elic
+from fcmbench.methods.image_codec import join_strings, split_strings
+from fcmbench.methods.mosaic import layout_for, level_from_mosaic, level_mosaic, to_mosaic
+from fcmbench.methods.tcm import TcmCodec, TcmFeatCodec, build_tcm
+from fcmbench.methods.train import TrainConfig, train_image_network
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
+TINY = {"elic": lambda: build_elic(8, 20), "tcm": lambda: build_tcm(8, 16)}
+
+
+def features(seed: int = 0) -> FeatureSet:
+    gen = torch.Generator().manual_seed(seed)
+    levels = {name: torch.randn(8, size, size + 3, generator=gen) for name, size in (("p2", 24), ("p3", 12),
+                                                                                     ("p4", 6))}
+    return FeatureSet(levels, (96, 108), (96, 108))
+
+
+def save_tiny(root: Path, family: str, method: str, quality: int, scope: str) -> None:
+    torch.manual_seed(quality)
+    path = checkpoint_path(method, quality, CodecOptions(task_model=scope, checkpoints=root), scope)
+    save_checkpoint(TINY[family](), path, int8_weights=True)
+
+
+def test_the_mosaic_is_the_reference_layout():
+    layout = layout_for(256, 25, 38)
+    assert (layout.rows, layout.cols, layout.tile, layout.size) == (10, 9, (40, 40), (400, 360))
+    values = torch.rand(256, 25, 38)
+    mosaic = to_mosaic(values, layout)
+    # tile i holds channels 3i..3i+2, column-major; the last tile holds channel 255 in R only
+    assert torch.equal(mosaic[:, 40:65, 0:38], values[3:6])
+    assert torch.equal(mosaic[:, 0:25, 40:78], values[30:33])
+    assert torch.equal(mosaic[0, 200:225, 320:358], values[255]) and mosaic[1:, 200:225, 320:358].abs().sum() == 0
+
+
+def test_a_level_survives_the_mosaic_within_half_an_eight_bit_step():
+    level = torch.randn(64, 13, 9) * 5
+    layout, low, high, mosaic = level_mosaic(level)
+    back = level_from_mosaic(mosaic, layout, low, high)
+    assert back.shape == level.shape
+    assert (back - level).abs().max() <= (high - low) / 510 + 1e-5
+
+
+def test_strings_join_and_split():
+    strings = [b"", b"a" * 300, b"xyz", bytes(range(200))]
+    assert split_strings(join_strings(strings), "test") == strings
+    with pytest.raises(FcmbenchError, match="corrupt"):
+        split_strings(join_strings(strings)[:3], "test")
+
+
+@needs_reference
+def test_the_published_elic_reimplementation_loads(tmp_path):
+    manifest = json.loads((REFERENCE / "elic_chandelier.json").read_text())
+    gen = torch.Generator().manual_seed(0)
+    state = {"module." + k: torch.rand(shape, generator=gen) if "float" in dtype else torch.zeros(
+        shape, dtype=torch.int32) for k, shape, dtype in manifest["state_dict"]}
+    options = CodecOptions(checkpoints=tmp_path)
+    path = checkpoint_path("elic", 1, options, "images")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state, "epoch": 3}, path)
+    network = ElicCodec(options).network(1)
+    assert isinstance(network, ElicChandelier)
+    theirs = {k.removeprefix("module."): v for k, v in state.items()}
+    ours = network.state_dict()
+    assert torch.equal(ours["latent_codec.y.channel_context.y2.0.weight"], theirs["cc_transforms.1.0.weight"])
+    assert torch.equal(ours["latent_codec.y.latent_codec.y4.entropy_parameters.2.bias"],
+                       theirs["ParamAggregation.4.2.bias"])
+    assert torch.equal(ours["latent_codec.hyper.h_s.4.weight"], theirs["h_s.4.weight"])
+
+
+@needs_reference
+def test_an_elic_layout_compressai_does_not_have_is_one_clear_error(tmp_path):
+    manifest = json.loads((REFERENCE / "elic_jiangweibeta.json").read_text())
+    state = {k: torch.zeros(shape) for k, shape, _ in manifest["state_dict"]}
+    options = CodecOptions(checkpoints=tmp_path)
+    path = checkpoint_path("elic", 2, options, "images")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    with pytest.raises(FcmbenchError, match="is not a ELIC checkpoint that fits"):
+        ElicCodec(options).network(2)
+
+
+@needs_reference
+@pytest.mark.parametrize("names", ["state_dict", "state_dict_compressai_1_1_5"])
+def test_the_published_tcm_checkpoints_load(tmp_path, names):
+    manifest = json.loads((REFERENCE / "tcm_N64.json").read_text())
+    gen = torch.Generator().manual_seed(1)
+    # training checkpoints hold empty CDF buffers: update() on load rebuilds them
+    state = {"module." + k: torch.rand(shape, generator=gen) / 10 if "float" in dtype else
+             torch.zeros(0, dtype=torch.int32) for k, shape, dtype in manifest[names]}
+    options = CodecOptions(checkpoints=tmp_path)
+    path = checkpoint_path("tcm", 3, options, "images")
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": state}, path)
+    network = TcmCodec(options).network(3)
+    assert network.N == 64 and sum(p.numel() for p in network.parameters()) == manifest["param_count"]
+    assert torch.equal(network.state_dict()["g_s.9.0.weight"], state["module.g_s.9.0.weight"])
+
+
+@pytest.mark.parametrize(("codec_class", "family"), [(ElicCodec, "elic"), (TcmCodec, "tcm"),
+                                                      (ElicFeatCodec, "elic"), (TcmFeatCodec, "tcm")])
+def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, family):
+    scope = "images" if codec_class.kind == "image" else "toy"
+    save_tiny(tmp_path, family, codec_class.name, 2, scope)
+    codec = codec_class(CodecOptions(task_model="toy", checkpoints=tmp_path))
+    x = torch.rand(3, 70, 90) if codec_class.kind == "image" else features()
+    data = codec.encode(x, RatePoint("q2", 2))
+    mine = codec.decode(data)
+    if codec_class.kind == "image":
+        assert mine.shape == x.shape
+    else:
+        assert {k: v.shape for k, v in mine.items()} == {k: v.shape for k, v in x.items()}
+        assert codec.stream_info(data) == {"qualities": {"p2": 2, "p3": 2, "p4": 2}}
+        assert set(codec.bytes_per_level(data)) == {"p2", "p3", "p4", "_header"}
+    (tmp_path / "stream.bin").write_bytes(data)
+    module = codec_class.__module__
+    script = (f"import sys, torch; from fcmbench.codec import CodecOptions; "
+              f"from {module} import {codec_class.__name__} as C; "
+              f"c = C(CodecOptions(task_model='toy', checkpoints=sys.argv[1])); "
+              f"x = c.decode(open(sys.argv[2], 'rb').read()); "
+              f"torch.save(x if isinstance(x, torch.Tensor) else dict(x.levels), sys.argv[3])")
+    threads = "1" if torch.get_num_threads() > 1 else "2"
+    subprocess.run([sys.executable, "-c", script, tmp_path, tmp_path / "stream.bin", tmp_path / "other.pt"],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
+    other = torch.load(tmp_path / "other.pt")
+    if codec_class.kind == "image":
+        assert torch.equal(mine, other)
+    else:
+        assert all(torch.equal(mine[k], other[k]) for k in mine)
+
+
+def test_a_damaged_tiled_stream_is_one_clear_error(tmp_path):
+    save_tiny(tmp_path, "elic", "elic-feat", 1, "toy")
+    codec = ElicFeatCodec(CodecOptions(task_model="toy", checkpoints=tmp_path))
+    data = codec.encode(features(), RatePoint("q1", 1))
+    with pytest.raises(FcmbenchError, match="corrupt bitstream"):
+        codec.decode(data[:-40])
+
+
+def test_a_missing_base_checkpoint_says_how_to_train(tmp_path):
+    codec = TcmFeatCodec(CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path))
+    expected = r"(?s)q3\.pt.*fcmbench train tcm-feat --quality 3 --task-model shapes_rcnn"
+    with pytest.raises(FcmbenchError, match=expected):
+        codec.encode(features(), RatePoint("q3", 3))
+
+
+@pytest.mark.parametrize("family", ["elic", "tcm"])
+def test_a_few_training_steps_lower_the_loss(tmp_path, family):
+    gen = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, 160)
+    images = [(ramp[None, :, None] * ramp[None, None, :] * torch.rand(3, 1, 1, generator=gen)).expand(3, 160, 160)
+              .contiguous() for _ in range(4)]
+    codec = {"elic": ElicCodec, "tcm": TcmCodec}[family]
+    sizes = {"elic": (8, 20), "tcm": (8, 16)}[family]
+    config = TrainConfig(family, 1, tmp_path / "q1.pt", steps=30, lr=2e-3, validate_every=10, batch_size=2,
+                         width=sizes[0], latent=sizes[1], int8_weights=True)
+    result = train_image_network(config, codec.family, images, images[:2])
+    losses = [h["val_loss"] for h in result["history"]]
+    assert losses[-1] < losses[0]
+    assert (tmp_path / "q1.pt").is_file() and not (tmp_path / "q1.pt.resume").exists()

@@ -1,0 +1,130 @@
+"""MFIBA: the power-law fit, the closed-form allocation, the labels, and the codec end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_cli
+from fcmbench.codec import CodecOptions, RatePoint
+from fcmbench.datasets.base import load_image
+from fcmbench.datasets.coco import CocoDataset
+from fcmbench.errors import FcmbenchError
+from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
+from fcmbench.methods.elic import build_elic
+from fcmbench.methods.mfiba import (
+    ImportancePredictor,
+    MfibaElicCodec,
+    RateModel,
+    fit_power_law,
+    fit_rate_model,
+    importance_labels,
+    target_rates,
+    train_predictor,
+)
+from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
+
+
+def test_the_power_law_fit_recovers_its_parameters():
+    rates = np.array([0.02, 0.05, 0.1, 0.2, 0.4, 0.8])
+    a, b = fit_power_law(rates, 12.0 * rates**-0.6)
+    assert a == pytest.approx(12.0, rel=1e-3) and b == pytest.approx(-0.6, rel=1e-3)
+    assert fit_power_law(rates, np.zeros(6)) == (1e-10, 0.0)  # no loss at any rate: the level needs no bits
+
+
+def test_the_closed_form_rates_minimise_the_objective():
+    weights, a, b = [0.5, 0.3, 0.2], [10.9, 10.6, 22.3], [-0.55, -0.68, -0.64]
+    pixels, lam = [1600, 400, 100], 40.0
+    targets = target_rates(weights, a, b, lam, pixels)
+    grid = np.linspace(1e-3, 5, 200_000)
+    for w, a_l, b_l, pix, found in zip(weights, a, b, pixels, targets, strict=True):
+        cost = w * a_l * grid**b_l + lam * pix / pixels[0] * grid
+        assert found == pytest.approx(grid[cost.argmin()], rel=1e-3)
+    # a larger λ buys fewer bits everywhere; a level whose loss does not fall with rate gets none
+    assert all(lo < hi for lo, hi in zip(target_rates(weights, a, b, 4 * lam, pixels), targets, strict=True))
+    assert target_rates([0.5, 0.5], [1.0, 1e-10], [-0.5, 0.0], lam, [4, 1])[1] == 0.0
+
+
+def test_importance_labels_follow_the_reference_recipe():
+    # per quality: min-max over levels, summed over qualities, normalised to 1, into 50 bins
+    labels = importance_labels({1: [0.3, 0.1, 0.0, 0.0, 0.0], 2: [0.2, 0.2, 0.0, 0.0, 0.0]})
+    assert labels == pytest.approx([0.61, 0.41, 0.01, 0.01, 0.01])
+    assert importance_labels({1: [0.0] * 5}) == pytest.approx([0.21] * 5)  # all equal: every level alike
+
+
+def test_the_predictor_gives_weights_that_sum_to_one():
+    predictor = ImportancePredictor(channels=8, levels=3)
+    weights = predictor([torch.rand(2, 8, s, s) for s in (16, 8, 4)])
+    assert weights.shape == (2, 3) and torch.allclose(weights.sum(1), torch.ones(2))
+
+
+def test_a_missing_rate_model_says_how_to_fit_it(tmp_path):
+    codec = MfibaElicCodec(CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path))
+    with pytest.raises(FcmbenchError, match="fcmbench fit-rate-model mfiba-elic --task-model shapes_rcnn"):
+        codec.ensure_ready(codec.operating_points())
+    result = run_cli("fit-rate-model", "mfiba", "--task-model", "shapes_rcnn", "--dataset", "shapes", "--out",
+                     tmp_path, check=False)
+    assert result.returncode == 2 and "needs elic-feat checkpoints at two or more qualities" in result.stderr
+
+
+@pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained yet")
+def test_fit_train_and_code_end_to_end(tmp_path, tiny_coco):
+    from fcmbench.tasks.base import TaskModelOptions
+    from fcmbench.tasks.shapes_rcnn import shapes_rcnn
+
+    options = CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path)
+    for quality, width in ((1, 8), (2, 8)):
+        torch.manual_seed(quality)
+        save_checkpoint(build_elic(width, 20), checkpoint_path("elic-feat", quality, options), int8_weights=True)
+    task = shapes_rcnn(TaskModelOptions())
+    dataset = CocoDataset(*tiny_coco)
+    items = dataset.items()[:5]
+    features = {item.image_id: task.front(load_image(item)) for item in items}
+    codec = MfibaElicCodec(options)
+    model, labels = fit_rate_model(codec, dataset, task, features)
+    levels = list(next(iter(features.values())))
+    assert model.levels == levels and model.qualities == [1, 2]
+    assert len(model.measurements) == len(labels) * len(levels) * 2 and labels
+    assert all(0.6 < sum(w) < 1.4 for w in labels.values())
+    # the codec needs a rate model whose levels depend on rate: give it a known one to check the allocation
+    model.a, model.b, model.lambdas = [5.0] * len(levels), [-0.5] * len(levels), [4.0, 0.01]
+    model.save(codec.folder() / "rate_model.json")
+    (codec.folder() / "labels.json").write_text(json.dumps({str(k): v for k, v in labels.items()}))
+    train_predictor(codec, items, [features[i.image_id] for i in items], [], steps=5, lr=1e-3)
+    codec = MfibaElicCodec(options)
+    points = codec.operating_points()
+    assert [p.label for p in points] == ["lam4", "lam0.01"]
+    x = features[items[0].image_id]
+    (low, _), (high, _) = codec.encode_batch(x, points)
+    chosen_low, chosen_high = codec.stream_info(low)["qualities"], codec.stream_info(high)["qualities"]
+    assert set(chosen_low) == set(levels) and set(chosen_low.values()) <= {1, 2}
+    # a smaller λ targets more bits per level, so it never picks a stream with fewer bits for a level
+    low_sizes, high_sizes = codec.bytes_per_level(low), codec.bytes_per_level(high)
+    assert all(high_sizes[k] >= low_sizes[k] for k in levels) and chosen_high != chosen_low
+    mine = codec.decode(high)
+    (tmp_path / "stream.bin").write_bytes(high)
+    script = ("import sys, torch; from fcmbench.codec import CodecOptions; "
+              "from fcmbench.methods.mfiba import MfibaElicCodec as C; "
+              "c = C(CodecOptions(task_model='shapes_rcnn', checkpoints=sys.argv[1])); "
+              "x = c.decode(open(sys.argv[2], 'rb').read()); torch.save(dict(x.levels), sys.argv[3])")
+    threads = "1" if torch.get_num_threads() > 1 else "2"
+    subprocess.run([sys.executable, "-c", script, tmp_path, tmp_path / "stream.bin", tmp_path / "other.pt"],
+                   check=True, env={**os.environ, "OMP_NUM_THREADS": threads})
+    other = torch.load(tmp_path / "other.pt")
+    assert all(torch.equal(mine[k], other[k]) for k in mine)
+
+
+def test_a_rate_model_file_that_is_not_one_is_a_clear_error(tmp_path):
+    path = tmp_path / "rate_model.json"
+    path.write_text("{\"levels\": 3}")
+    with pytest.raises(FcmbenchError, match="is not one `fcmbench fit-rate-model` wrote"):
+        RateModel.load(path)
+
+
+def test_an_mfiba_rate_point_is_any_lambda():
+    assert MfibaElicCodec.rate_point("lam250") == RatePoint("lam250", 250.0)
+    assert MfibaElicCodec.rate_point("q3") is None
