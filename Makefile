@@ -7,9 +7,11 @@ DEMO_OUT ?= runs/demo
 .PHONY: demo test install checkpoints
 
 # The shipped embedded-default checkpoints of the learned feature codecs (latent width 16, int8 kernels to stay
-# small). Each quality starts from the one below it; `make -j3 checkpoints` trains the three methods at once.
+# small). Quality 4 (λ 8) is trained first and each lower quality starts from the one above it: above λ 8 the
+# rate of these 4x4 latents no longer grows (measured: 0.020-0.023 bpp for λ 8..512), so the curve reaches down
+# instead. `make -j3 checkpoints` trains the methods at once.
 LEARNED := lmsfc lmsfc-nocm tamsf
-EMBEDDED_LAMBDAS := 1:8 2:32 3:128 4:512
+EMBEDDED_LAMBDAS := 3:2 2:0.5 1:0.125
 TRAIN := $(BIN)/fcmbench train --task-model shapes_rcnn --dataset shapes --latent 16 --batch-size 4 --lr 2e-3 \
 	--threads 1 --int8-weights --out fcmbench/checkpoints
 
@@ -58,7 +60,7 @@ checkpoints-elic-feat checkpoints-tcm-feat: checkpoints-%: $(STAMP)
 	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q - 1)).pt || exit 1; done
 
 checkpoints-%: $(STAMP)
-	$(TRAIN) $* --quality 1 --lmbda 8 --steps 3000
-	for point in $(wordlist 2,4,$(EMBEDDED_LAMBDAS)); do q=$${point%%:*}; \
+	$(TRAIN) $* --quality 4 --lmbda 8 --steps 3000
+	for point in $(EMBEDDED_LAMBDAS); do q=$${point%%:*}; \
 	  $(TRAIN) $* --quality $$q --lmbda $${point##*:} --steps 1500 \
-	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q - 1)).pt || exit 1; done
+	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q + 1)).pt || exit 1; done

@@ -167,6 +167,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         bd_table,
         choose_anchor,
         level_table,
+        own_anchors,
         print_tables,
         provenance,
         rd_table,
@@ -176,7 +177,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     runs = args.runs or [args.out]
     rd = rd_table(runs)
     anchor = choose_anchor(rd, args.anchor)
-    bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone) if anchor else None
+    bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone,
+                  own_anchors=own_anchors(sorted(set(rd["method"])))) if anchor else None
     levels = level_table(runs)
     written = write_tables(rd, bd, args.out)
     levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)

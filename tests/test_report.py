@@ -120,3 +120,32 @@ def test_monotone_fit_on_request(tmp_path):
         row = next(csv.DictReader(handle))
     assert row["note"] == "monotone fit dropped q2" and float(row["bd_rate_pct"]) < 0
     assert row["test_points"] == "q0 q1 q3 q4 q5"
+
+
+def test_mfiba_is_also_measured_against_its_own_base(tmp_path):
+    make_results(tmp_path / "r", {"anchor": ANCHOR, "elic-feat": ANCHOR, "mfiba-elic": TEST})
+    run_cli("report", "--out", tmp_path / "r", "--anchor", "anchor")
+    with open(tmp_path / "r" / "bd_rate.csv") as handle:
+        rows = {(r["method"], r["anchor"]): r for r in csv.DictReader(handle)}
+    assert set(rows) == {("elic-feat", "anchor"), ("mfiba-elic", "anchor"), ("mfiba-elic", "elic-feat")}
+    # its base has the anchor's very curve, so the two BD-rates agree (and are real numbers)
+    assert float(rows["mfiba-elic", "elic-feat"]["bd_rate_pct"]) == float(rows["mfiba-elic", "anchor"]["bd_rate_pct"])
+    assert float(rows["mfiba-elic", "elic-feat"]["bd_rate_pct"]) < -20
+
+
+def test_levels_csv_records_the_chosen_qualities(tmp_path):
+    store = Store(tmp_path / "r")
+    setup = store.add_setup("shapes", "shapes_rcnn", {"dataset": "shapes"})
+    store.add_run(setup, {"command": "fcmbench run", "versions": {}, "task_model": "shapes_rcnn", "weights": "w",
+                          "dataset": "shapes", "images": 2, "device": "cpu", "methods": {}, "warnings": []})
+    for image, chosen in ((1, {"0": 3, "1": 1}), (2, {"0": 2, "1": 1})):
+        store.add_item(setup, ItemResult("mfiba-elic", "lam5", image, 5.0, 100, 30, {"0": 20, "1": 5, "_header": 5},
+                                         0.1, 0.1, 0.1, 0.1, [], {"qualities": chosen}))
+    store.add_evaluation(setup, "mfiba-elic", "lam5", image_set_key([1, 2]), 5.0, 2, 480, 200, {"bbox_mAP": 0.5})
+    store.close()
+    run_cli("report", "--out", tmp_path / "r")
+    with open(tmp_path / "r" / "levels.csv") as handle:
+        levels = {r["level"]: r for r in csv.DictReader(handle)}
+    assert float(levels["0"]["quality"]) == 2.5 and float(levels["1"]["quality"]) == 1.0
+    assert levels["header"]["quality"] == ""
+    assert "mean base quality per level" in (tmp_path / "r" / "report.html").read_text()

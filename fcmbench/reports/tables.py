@@ -120,21 +120,38 @@ def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
 
 
 def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: list[str] | None = None,
-             monotone: bool = False) -> pd.DataFrame:
+             monotone: bool = False, own_anchors: dict[str, str] | None = None) -> pd.DataFrame:
     """BD-rate of every method against ``anchor``, per setup and accuracy metric; a reason where none exists.
-    ``monotone`` drops the points that do not raise accuracy above every cheaper point (and says which)."""
+    ``monotone`` drops the points that do not raise accuracy above every cheaper point (and says which).
+    ``own_anchors`` adds, for a method built on another (MFIBA on its tiled base codec), rows against that one."""
     metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP") if m in rd.columns]
     rows = []
     for (dataset, task_model, _), group in rd.groupby(KEYS):
-        base = group[group["method"] == anchor]
         for method, curve in group.groupby("method"):
-            if method == anchor:
-                continue
-            for metric in metrics:
-                rows.append({"dataset": dataset, "task_model": task_model, "method": method, "anchor": anchor,
-                             "metric": metric, **_bd_cell(base, curve, metric, bd_method, monotone)})
+            for against in (anchor, (own_anchors or {}).get(method)):
+                if against is None or against == method or (against != anchor and against not in set(group["method"])):
+                    continue
+                base = group[group["method"] == against]
+                for metric in metrics:
+                    rows.append({"dataset": dataset, "task_model": task_model, "method": method, "anchor": against,
+                                 "metric": metric, **_bd_cell(base, curve, metric, bd_method, monotone)})
     return pd.DataFrame(rows, columns=["dataset", "task_model", "method", "anchor", "metric", "bd_rate_pct",
                                        "anchor_points", "test_points", "note"])
+
+
+def own_anchors(methods: list[str]) -> dict[str, str]:
+    """Method -> the registered method it is built on and is judged against (``anchor`` on the codec class)."""
+    from fcmbench import registry
+
+    pairs = {}
+    for name in methods:
+        try:
+            base = getattr(registry.methods.get(name), "anchor", None)
+        except FcmbenchError:  # results of a plugin no longer installed: no pairing, not an error
+            continue
+        if base is not None:
+            pairs[name] = base.name
+    return pairs
 
 
 def monotone_envelope(curve: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
@@ -197,12 +214,13 @@ def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) ->
         console.print(table)
     if bd is None or bd.empty:
         return
-    table = Table(title=f"BD-rate against {bd['anchor'].iloc[0]} (negative = fewer bits for the same accuracy)")
-    for column in ["dataset", "task_model", "method", "metric", "BD-rate %", "note"]:
+    table = Table(title="BD-rate (negative = fewer bits for the same accuracy)")
+    for column in ["dataset", "task_model", "method", "against", "metric", "BD-rate %", "note"]:
         table.add_column(column)
     for _, row in bd.iterrows():
         value = "n/a" if math.isnan(row["bd_rate_pct"]) else f"{row['bd_rate_pct']:+.2f}"
-        table.add_row(row["dataset"], row["task_model"], row["method"], row["metric"], value, row["note"])
+        table.add_row(row["dataset"], row["task_model"], row["method"], row["anchor"], row["metric"], value,
+                      row["note"])
     console.print(table)
 
 
