@@ -59,12 +59,14 @@ class ElicStream:
 class ElicOfficial(ElicStream, Elic2022Official):
     def __init__(self, N: int = 192, M: int = 320, context: tuple[int, int] = REFERENCE_CONTEXT) -> None:
         super().__init__(N=N, M=M, groups=elic_groups(M))
+        self.N, self.M = N, M
         self.narrow_context(context, all_groups=True)
 
 
 class ElicChandelier(ElicStream, Elic2022Chandelier):
     def __init__(self, N: int = 192, M: int = 320, context: tuple[int, int] = REFERENCE_CONTEXT) -> None:
         super().__init__(N=N, M=M, groups=elic_groups(M))
+        self.N, self.M = N, M
         self.narrow_context(context, all_groups=False)
 
 
@@ -92,7 +94,7 @@ def elic_from_state(state: dict) -> nn.Module:
     return build_elic(int(n), int(m), variant, (int(first.shape[0]), int(narrow)))
 
 
-ELIC = ImageNetwork("ELIC", build_elic, elic_from_state)
+ELIC = ImageNetwork("ELIC", build_elic, elic_from_state, (192, 320))
 
 
 class ElicCodec(LearnedImageCodec):

@@ -38,6 +38,14 @@ class ImageNetwork:
     name: str
     build: Callable[..., nn.Module]  # keyword sizes -> an untrained network
     from_state: Callable[[dict], nn.Module]  # our or published weights -> a network of their sizes
+    reference: tuple[int, int]  # the paper's (N, M)
+
+    def describe(self, network: nn.Module) -> str:
+        """The sizes behind the numbers, flagged where they are below the reference's (the report shows it)."""
+        sizes = f"{self.name} N={network.N} M={network.M}"
+        if (network.N, network.M) == self.reference:
+            return sizes
+        return f"{sizes} (reference {self.reference[0]}/{self.reference[1]}; reduced widths are ours)"
 
 
 def load_network(family: ImageNetwork, method: str, quality: int, options: CodecOptions,
@@ -152,6 +160,12 @@ class LearnedImageCodec(Codec):
 
     def network(self, quality: int) -> nn.Module:
         return load_network(self.family, self.name, quality, self.options, "images")
+
+    def describe(self) -> str:
+        qualities = [int(p.value) for p in self.operating_points() if self._path(int(p.value)).is_file()]
+        if not qualities:
+            return self.label()
+        return f"{self.label()}: {self.family.describe(self.network(qualities[0]))}, qualities {qualities}"
 
     def encode(self, x: torch.Tensor, rate: RatePoint) -> bytes:
         quality = int(rate.value)

@@ -199,6 +199,15 @@ class MfibaCodec(TiledFeatureCodec):
         for quality in qualities:
             self.network(quality)
 
+    def describe(self) -> str:
+        try:
+            model = self.rate_model()
+        except FcmbenchError:
+            return super().describe()
+        images = len({m["image"] for m in model.measurements})
+        return (f"{super().describe()}; rate model fitted on {images} images; importance predictor ours "
+                "(the paper's MFIP is not public)")
+
     def importance(self, x: FeatureSet) -> list[float]:
         with torch.inference_mode():
             return self.predictor()([t[None].float() for t in x.values()])[0].tolist()

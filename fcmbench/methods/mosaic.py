@@ -145,6 +145,12 @@ class TiledFeatureCodec(Codec):
     def network(self, quality: int) -> nn.Module:
         return load_network(self.family, self.base, quality, self.options)
 
+    def describe(self) -> str:
+        qualities = self.base_qualities()
+        if not qualities:
+            return self.label()
+        return f"{self.label()}: {self.family.describe(self.network(qualities[0]))}, base qualities {qualities}"
+
     def code_level(self, name: str, level: torch.Tensor, quality: int) -> CodedLevel:
         layout, low, high, mosaic = level_mosaic(level)
         return CodedLevel(name, layout, low, high, quality, compress_image(self.network(quality), mosaic))

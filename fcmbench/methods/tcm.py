@@ -29,7 +29,7 @@ def tcm_from_state(state: dict) -> nn.Module:
     return TCMNet(**TCMNet.config_from_state_dict(state))
 
 
-TCM = ImageNetwork("LIC-TCM", build_tcm, tcm_from_state)
+TCM = ImageNetwork("LIC-TCM", build_tcm, tcm_from_state, (128, 320))
 
 
 class TcmCodec(LearnedImageCodec):
