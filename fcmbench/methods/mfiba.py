@@ -88,13 +88,18 @@ def fit_power_law(rates: list[float], losses: list[float]) -> tuple[float, float
     return float(a), float(b)
 
 
+def depends_on_rate(a: float, b: float) -> bool:
+    """Whether a fitted level's task loss falls with rate (the fit returns b = -1e-16 and the like for flat ones)."""
+    return a > 1e-9 and b < -1e-6
+
+
 def target_rates(weights: list[float], a: list[float], b: list[float], lam: float, pixels: list[int]) -> list[float]:
     """The closed-form minimiser of Σ_l w_l a_l R_l^b_l + λ_l R_l; a level whose loss does not fall with rate
-    (a·b = 0) gets rate 0."""
+    gets rate 0 (its lowest quality)."""
     targets = []
     for w, a_l, b_l, pix in zip(weights, a, b, pixels, strict=True):
         slope = max(w, 1e-8) * a_l * b_l
-        if slope >= 0:
+        if not depends_on_rate(a_l, b_l):
             targets.append(0.0)
             continue
         targets.append((lam * pix / pixels[0] / -slope) ** (1 / (b_l - 1)))
@@ -191,7 +196,7 @@ class MfibaCodec(TiledFeatureCodec):
             lambdas = self.rate_model().lambdas
         except FcmbenchError:
             return self.rate_points()
-        return [RatePoint(f"lam{lam:.4g}", float(f"{lam:.4g}")) for lam in lambdas]
+        return [RatePoint(f"lam{lam:g}", lam) for lam in lambdas] or self.rate_points()
 
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         qualities = self.rate_model().qualities  # the first thing to make, so the first thing asked for
@@ -295,7 +300,8 @@ def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, Feature
                 replaced = x.replace({**x.levels, name: codec.decode_level(coded)})
                 loss = image_task_loss(dataset, task, image_id, baseline, replaced)
                 losses[q].append(loss)
-                measurements.append({"image": image_id, "level": name, "quality": q, "bpp": coded.bpp, "loss": loss})
+                measurements.append({"image": image_id, "level": name, "quality": q, "bpp": coded.bpp,
+                                     "pixels": coded.layout.pixels, "loss": loss})
         labels[image_id] = importance_labels(losses)
     if not labels:
         raise FcmbenchError("no image with a non-zero uncompressed mAP among those given: use more images")
@@ -307,26 +313,38 @@ def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, Feature
                                [100 * np.mean([m["loss"] for m in r]) for r in rows])  # loss in mAP points
         a.append(fitted[0])
         b.append(fitted[1])
-    model = RateModel(codec.base, levels, qualities, a, b, default_lambdas(levels, qualities, a, b, measurements),
-                      measurements)
+    model = RateModel(codec.base, levels, qualities, a, b, [], measurements)
+    model.lambdas = default_lambdas(model, labels, len(qualities))
     return model, labels
 
 
-def default_lambdas(levels: list[str], qualities: list[int], a: list[float], b: list[float],
-                    measurements: list[dict]) -> list[float]:
-    """One λ per base quality: the λ at which an equally weighted level would target that quality's mean rate
-    (geometric mean over the levels whose loss depends on rate), largest λ (lowest rate) first."""
-    lambdas = []
-    for q in qualities:
-        implied = []
-        for name, a_l, b_l in zip(levels, a, b, strict=True):
-            if a_l * b_l >= 0:
-                continue
-            rate = np.mean([m["bpp"] for m in measurements if m["level"] == name and m["quality"] == q])
-            implied.append(-(1 / len(levels)) * a_l * b_l * rate ** (b_l - 1))
-        if implied:
-            lambdas.append(float(np.exp(np.mean(np.log(implied)))))
-    return sorted(set(lambdas), reverse=True)
+def default_lambdas(model: RateModel, labels: dict[int, list[float]], points: int) -> list[float]:
+    """λ for ``points`` operating points: those at which the allocation, with the labelled weights on the
+    fitted images, spends evenly spaced amounts of bits from all-lowest to all-highest base quality (λ is
+    in the model's own units, so it is chosen by what it does). Largest λ (lowest rate) first."""
+    rows: dict[int, dict[str, dict[int, dict]]] = {}
+    for m in model.measurements:
+        rows.setdefault(m["image"], {}).setdefault(m["level"], {})[m["quality"]] = m
+
+    def spent(lam: float) -> float:
+        total = 0.0
+        for image, weights in labels.items():
+            per_level = [rows[image][name] for name in model.levels]
+            pixels = [next(iter(level.values()))["pixels"] for level in per_level]
+            targets = target_rates(weights, model.a, model.b, lam, pixels)
+            for level, target in zip(per_level, targets, strict=True):
+                chosen = min(level.values(), key=lambda m: (abs(m["bpp"] - target), m["quality"]))
+                total += chosen["bpp"] * chosen["pixels"]
+        return total / len(labels)
+
+    candidates = np.geomspace(1e6, 1e-6, 241)
+    bits = np.array([spent(lam) for lam in candidates])
+    chosen = []
+    for goal in np.linspace(bits.min(), bits.max(), points):
+        lam = float(f"{candidates[int(np.abs(bits - goal).argmin())]:.4g}")
+        if lam not in chosen:
+            chosen.append(lam)
+    return chosen
 
 
 def train_predictor(codec: MfibaCodec, items: list, train: list[FeatureSet], val: list[FeatureSet], steps: int,

@@ -128,7 +128,7 @@ def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: l
     rows = []
     for (dataset, task_model, _), group in rd.groupby(KEYS):
         for method, curve in group.groupby("method"):
-            for against in (anchor, (own_anchors or {}).get(method)):
+            for against in dict.fromkeys((anchor, (own_anchors or {}).get(method))):
                 if against is None or against == method or (against != anchor and against not in set(group["method"])):
                     continue
                 base = group[group["method"] == against]
