@@ -20,6 +20,7 @@ from fcmbench.methods.mfiba import (
     ImportancePredictor,
     MfibaElicCodec,
     RateModel,
+    default_lambdas,
     fit_power_law,
     fit_rate_model,
     importance_labels,
@@ -128,3 +129,21 @@ def test_a_rate_model_file_that_is_not_one_is_a_clear_error(tmp_path):
 def test_an_mfiba_rate_point_is_any_lambda():
     assert MfibaElicCodec.rate_point("lam250") == RatePoint("lam250", 250.0)
     assert MfibaElicCodec.rate_point("q3") is None
+
+
+def test_default_lambdas_span_the_bits_from_all_lowest_to_all_highest():
+    measurements = []
+    for image in (1, 2):
+        for level, pixels in (("p2", 400), ("p3", 100)):
+            for quality, bpp in ((1, 0.2), (2, 0.3), (3, 0.45), (4, 0.6)):
+                measurements.append({"image": image, "level": level, "quality": quality, "bpp": bpp * image,
+                                     "pixels": pixels, "loss": 0.0})
+    model = RateModel("elic-feat", ["p2", "p3"], [1, 2, 3, 4], [20.0, 3.0], [-0.7, -0.3], [], measurements)
+    lambdas = default_lambdas(model, {1: [0.7, 0.3], 2: [0.6, 0.4]}, 4)
+    assert lambdas == sorted(lambdas, reverse=True) and len(lambdas) >= 3
+
+    def chosen_qualities(lam: float) -> list[int]:
+        targets = target_rates([0.7, 0.3], model.a, model.b, lam, [400, 100])
+        return [min((1, 2, 3, 4), key=lambda q: abs({1: 0.2, 2: 0.3, 3: 0.45, 4: 0.6}[q] - t)) for t in targets]
+
+    assert chosen_qualities(lambdas[0]) == [1, 1] and chosen_qualities(lambdas[-1]) == [4, 4]

@@ -62,7 +62,10 @@ class RateModel:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        partial.write_text(json.dumps(asdict(self), indent=1))
+        content = asdict(self)
+        content["measurements"] = [{k: round(v, 6) if isinstance(v, float) else v for k, v in m.items()}
+                                   for m in self.measurements]
+        partial.write_text(json.dumps(content, separators=(",", ":")))
         partial.replace(path)
 
     @classmethod
