@@ -56,3 +56,25 @@ def test_detector_training_is_deterministic(tmp_path, tiny_coco):
     a, b = (torch.load(tmp_path / n, weights_only=True) for n in ("a.pt", "b.pt"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not (tmp_path / "a.pt.ckpt").exists()
+
+
+@needs_weights
+@pytest.mark.parametrize("method", ["lmsfc", "lmsfc-nocm", "tamsf", "elic-feat", "tcm-feat", "mfiba-elic",
+                                    "mfiba-tcm"])
+def test_shipped_learned_checkpoints_load_and_code(method, tiny_coco):
+    """Every learned method the demo runs has its shipped files, and they code an image of the embedded world."""
+    from fcmbench import registry
+    from fcmbench.codec import CodecOptions
+    from fcmbench.datasets.base import load_image
+    from fcmbench.datasets.coco import CocoDataset
+    from fcmbench.tasks.base import TaskModelOptions
+    from fcmbench.tasks.shapes_rcnn import shapes_rcnn
+
+    task = shapes_rcnn(TaskModelOptions())
+    x = task.front(load_image(CocoDataset(*tiny_coco).items()[0]))
+    codec = registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn"))
+    points = codec.operating_points()
+    codec.ensure_ready(points)
+    assert len(points) >= 4
+    decoded = codec.decode(codec.encode(x, points[0]))
+    assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in x.items()}

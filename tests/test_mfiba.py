@@ -95,7 +95,7 @@ def test_fit_train_and_code_end_to_end(tmp_path, tiny_coco):
     model.a, model.b, model.lambdas = [5.0] * len(levels), [-0.5] * len(levels), [4.0, 0.01]
     model.save(codec.folder() / "rate_model.json")
     (codec.folder() / "labels.json").write_text(json.dumps({str(k): v for k, v in labels.items()}))
-    train_predictor(codec, items, [features[i.image_id] for i in items], [], steps=5, lr=1e-3)
+    train_predictor(codec, items, [features[i.image_id] for i in items], steps=5, lr=1e-3)
     codec = MfibaElicCodec(options)
     points = codec.operating_points()
     assert [p.label for p in points] == ["lam4", "lam0.01"]

@@ -350,8 +350,7 @@ def default_lambdas(model: RateModel, labels: dict[int, list[float]], points: in
     return chosen
 
 
-def train_predictor(codec: MfibaCodec, items: list, train: list[FeatureSet], val: list[FeatureSet], steps: int,
-                    lr: float) -> Path:
+def train_predictor(codec: MfibaCodec, items: list, train: list[FeatureSet], steps: int, lr: float) -> Path:
     """Fit the importance predictor to the labels ``fit-rate-model`` stored (its last fifth validates)."""
     from fcmbench.methods.train import TrainConfig, fit
 
