@@ -20,6 +20,7 @@ from fcmbench.methods.mfiba import (
     ImportancePredictor,
     MfibaElicCodec,
     RateModel,
+    calibrate_labels,
     default_lambdas,
     fit_power_law,
     fit_rate_model,
@@ -147,3 +148,15 @@ def test_default_lambdas_span_the_bits_from_all_lowest_to_all_highest():
         return [min((1, 2, 3, 4), key=lambda q: abs({1: 0.2, 2: 0.3, 3: 0.45, 4: 0.6}[q] - t)) for t in targets]
 
     assert chosen_qualities(lambdas[0]) == [1, 1] and chosen_qualities(lambdas[-1]) == [4, 4]
+
+
+def test_calibration_keeps_a_change_only_when_the_middle_point_rises():
+    def joint(labels: dict, lam: float) -> tuple[float, float]:
+        # the middle point's accuracy grows with the first weight of image 1; nothing depends on the second
+        bits = {3.0: 1.0, 2.0: 2.0, 1.0: 3.0}[lam]
+        accuracy = {3.0: 0.1, 2.0: 0.2 + (labels[1][0] - 0.21), 1.0: 0.3}[lam]
+        return bits, accuracy
+
+    calibrated, log = calibrate_labels({1: [0.21, 0.79]}, [3.0, 2.0, 1.0], joint)
+    assert calibrated[1] == pytest.approx([0.22, 0.79])
+    assert [(entry["bin"], entry["step"]) for entry in log] == [(0.21, 0.01)]

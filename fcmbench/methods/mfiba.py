@@ -13,8 +13,7 @@ The importance predictor is ours (the paper's MFIP is not public): per level the
 deviation and maximum (log-compressed), a small MLP per level to one score, softmax over levels. It learns the
 reference's labels (§4.4 steps 1-3): per image and quality, the task losses of coding one level (the others
 uncompressed) min-max normalised over levels, summed over qualities, normalised to sum 1, quantised to 50 bins
-(images whose uncompressed mAP is 0 are left out). The reference's per-bin calibration (step 4, a greedy search
-over full evaluations at three λ) is not done.
+(images whose uncompressed mAP is 0 are left out), then calibrated per bin as the reference's step 4 does.
 """
 
 from __future__ import annotations
@@ -58,6 +57,7 @@ class RateModel:
     b: list[float]
     lambdas: list[float]  # default operating points, lowest rate first
     measurements: list[dict] = field(default_factory=list)  # image, level, quality, bpp, task loss
+    calibration: list[dict] = field(default_factory=list)  # the label changes calibration kept
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -291,7 +291,7 @@ def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, Feature
     """Measure, per image, level and base quality, the bits and the task loss of coding that level alone;
     fit D_l(R) per level on the means over images; build the importance labels. Returns (model, labels)."""
     qualities = codec.fit_qualities()
-    measurements, labels = [], {}
+    measurements, labels, decoded = [], {}, {}
     for image_id, x in track(features.items(), description=f"fit {codec.name}"):
         baseline = per_image_map(dataset, task, image_id, task.back(x))
         if baseline <= 0:  # as the reference: such images carry no importance information
@@ -300,7 +300,8 @@ def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, Feature
         for name, level in x.items():
             for q in qualities:
                 coded = codec.code_level(name, level, q)
-                replaced = x.replace({**x.levels, name: codec.decode_level(coded)})
+                decoded[image_id, name, q] = codec.decode_level(coded)
+                replaced = x.replace({**x.levels, name: decoded[image_id, name, q]})
                 loss = image_task_loss(dataset, task, image_id, baseline, replaced)
                 losses[q].append(loss)
                 measurements.append({"image": image_id, "level": name, "quality": q, "bpp": coded.bpp,
@@ -318,7 +319,65 @@ def fit_rate_model(codec: MfibaCodec, dataset, task, features: dict[int, Feature
         b.append(fitted[1])
     model = RateModel(codec.base, levels, qualities, a, b, [], measurements)
     model.lambdas = default_lambdas(model, labels, len(qualities))
+    if len(model.lambdas) >= 3:
+        joint = JointEvaluation(model, features, decoded, dataset, task)
+        labels, model.calibration = calibrate_labels(labels, model.lambdas, joint)
     return model, labels
+
+
+class JointEvaluation:
+    """(mean bits, bbox mAP) of the fitted images when every level takes the quality the allocation picks with
+    given weights; an image's prediction is reused while its chosen qualities stay the same."""
+
+    def __init__(self, model: RateModel, features: dict[int, FeatureSet], decoded: dict, dataset, task) -> None:
+        self.model, self.features, self.decoded, self.dataset, self.task = model, features, decoded, dataset, task
+        self.rows: dict[tuple, dict] = {(m["image"], m["level"], m["quality"]): m for m in model.measurements}
+        self.cache: dict[tuple, list[dict]] = {}
+
+    def __call__(self, labels: dict[int, list[float]], lam: float) -> tuple[float, float]:
+        results, bits = [], 0.0
+        for image, weights in labels.items():
+            levels = self.model.levels
+            pixels = [self.rows[image, name, self.model.qualities[0]]["pixels"] for name in levels]
+            targets = target_rates(weights, self.model.a, self.model.b, lam, pixels)
+            chosen = tuple(min(self.model.qualities, key=lambda q, n=name, t=t: (
+                abs(self.rows[image, n, q]["bpp"] - t), q)) for name, t in zip(levels, targets, strict=True))
+            if (image, chosen) not in self.cache:
+                x = self.features[image]
+                coded = x.replace({n: self.decoded[image, n, q] for n, q in zip(levels, chosen, strict=True)})
+                self.cache[image, chosen] = self.task.to_coco_results(image, self.task.back(coded))
+            results += self.cache[image, chosen]
+            bits += sum(self.rows[image, n, q]["bpp"] * self.rows[image, n, q]["pixels"]
+                        for n, q in zip(levels, chosen, strict=True))
+        score = self.dataset.evaluate(results, list(labels), ("bbox",)).get("bbox_mAP", 0.0)
+        return bits / len(labels), 0.0 if math.isnan(score) else score
+
+
+def calibrate_labels(labels: dict[int, list[float]], lambdas: list[float],
+                     joint: JointEvaluation) -> tuple[dict[int, list[float]], list[dict]]:
+    """Reference §4.4 step 4, one pass: for each weight bin in turn, add or subtract 0.01 to every weight in it, and
+    keep the change when the middle operating point rises further above the chord through its neighbours
+    (the reference uses λ 400/500/600; here the middle default λ and the two around it)."""
+    middle = len(lambdas) // 2
+    triple = lambdas[middle - 1 : middle + 2]
+
+    def margin(candidate: dict[int, list[float]]) -> float:
+        (r0, a0), (r1, a1), (r2, a2) = (joint(candidate, lam) for lam in triple)
+        chord = a0 if r2 == r0 else a0 + (a2 - a0) * (r1 - r0) / (r2 - r0)
+        return a1 - chord
+
+    original = {image: [round(w, 2) for w in weights] for image, weights in labels.items()}
+    best, log = margin(labels), []
+    for centre in sorted({w for weights in original.values() for w in weights}):
+        for step in (0.01, -0.01):
+            trial = {image: [max(0.0, w + step) if original[image][k] == centre else w for k, w in enumerate(ws)]
+                     for image, ws in labels.items()}
+            score = margin(trial)
+            if score > best:
+                labels, best = trial, score
+                log.append({"bin": centre, "step": step, "margin": round(score, 6)})
+                break
+    return labels, log
 
 
 def default_lambdas(model: RateModel, labels: dict[int, list[float]], points: int) -> list[float]:
