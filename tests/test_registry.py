@@ -50,3 +50,11 @@ def test_listing_names_imports_no_torch():
             "assert 'torch' not in sys.modules, 'listing imported torch'; print(len(names))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_all_runs_an_aliased_method_once():
+    from fcmbench.registry import methods
+
+    everything = methods.resolve("all")
+    assert "mfiba-elic" in everything and "mfiba" not in everything
+    assert methods.resolve("mfiba") == ["mfiba"] and methods.get("mfiba") is methods.get("mfiba-elic")
