@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "per level, and the importance predictor's labels")
     fit.add_argument("method", choices=MFIBA)
     fit.add_argument("--task-model", required=True)
-    fit.add_argument("--dataset", required=True, help="its train split is measured (labels need ground truth)")
+    fit.add_argument("--dataset", help="its train split is measured against its ground truth")
+    fit.add_argument("--image-folder", type=Path, help="measure unlabelled images instead, against the task "
+                     "model's own uncompressed detections (its last 16 are left for the predictor's validation)")
+    fit.add_argument("--pseudo-score", type=float, default=0.5,
+                     help="with --image-folder: the detection score that makes an uncompressed detection ground "
+                     "truth (default 0.5)")
     fit.add_argument("--images", type=int, default=40, help="how many training images to measure")
     fit.add_argument("--weights", help="task model weights (as for run)")
     fit.add_argument("--out", type=Path, help="checkpoint root: base checkpoints are read and the model written "
@@ -336,6 +341,7 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     import torch
 
     from fcmbench.codec import CodecOptions
+    from fcmbench.datasets.pseudo import PseudoLabelled
     from fcmbench.datasets.shapes import default_cache
     from fcmbench.methods.mfiba import fit_rate_model, fitted_codec
     from fcmbench.runner import ImageWork
@@ -345,9 +351,11 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     task = needs_task_model(args)
     codec = fitted_codec(args.method, CodecOptions(task_model=task.name, checkpoints=args.out))
     codec.fit_qualities()
-    dataset = registry.datasets.get(args.dataset)(DatasetOptions(split="train"))
+    dataset, items, _ = training_images(args)
     cache = (args.cache or default_cache()) / "features"
-    features = {item.image_id: ImageWork(item, task, cache).features() for item in dataset.items()[: args.images]}
+    features = {item.image_id: ImageWork(item, task, cache).features() for item in items}
+    if dataset is None:
+        dataset = PseudoLabelled(items, task, features, args.pseudo_score)
     model, labels = fit_rate_model(codec, dataset, task, features)
     folder = codec.folder()
     model.save(folder / "rate_model.json")
@@ -360,8 +368,9 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     out = stdout_console()
     out.print(table)
     out.print(f"{len(labels)} labelled images; default λ: {', '.join(f'{lam:.4g}' for lam in model.lambdas)}")
+    source = f"--image-folder {args.image_folder}" if args.image_folder else f"--dataset {args.dataset}"
     out.print(f"wrote {folder / 'rate_model.json'} and labels.json; next: fcmbench train {codec.name} "
-              f"--task-model {task.name} --dataset {args.dataset}")
+              f"--task-model {task.name} {source}")
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,

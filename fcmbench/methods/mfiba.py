@@ -416,7 +416,7 @@ def train_predictor(codec: MfibaCodec, items: list, train: list[FeatureSet], ste
     labels_path = codec.folder() / "labels.json"
     if not labels_path.is_file():
         raise FcmbenchError(f"no importance labels at {labels_path}: run `fcmbench fit-rate-model {codec.name} "
-                            f"--task-model {codec.options.task_model} --dataset DATASET` first")
+                            f"--task-model {codec.options.task_model} --dataset DATASET` (or --image-folder DIR) first")
     labels = {int(k): v for k, v in json.loads(labels_path.read_text()).items()}
     by_id = {item.image_id: f for item, f in zip(items, train, strict=True)}
     pairs = [(by_id[i], torch.tensor(w)) for i, w in labels.items() if i in by_id]
