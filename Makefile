@@ -45,7 +45,20 @@ TRAIN_TILED = $(BIN)/fcmbench train --task-model shapes_rcnn --dataset shapes $(
 # MFIBA on each: the per-level task loss-rate model fitted on 60 training images, then the importance predictor
 MFIBA_ARGS := --task-model shapes_rcnn --dataset shapes --images 60 --threads 1 --out fcmbench/checkpoints
 
-checkpoints: $(addprefix checkpoints-,$(LEARNED) $(TILED) mfiba-elic mfiba-tcm)
+# The image codecs on the shapes images themselves (the demo's image-codec rows), at the reference λ of
+# qualities 3..6, each from the one below; tiny widths (ELIC 8/20, LIC-TCM 8/16) to stay within the size cap.
+IMAGE_CODECS := elic tcm
+SIZE_elic := --width 8 --latent 20
+SIZE_tcm := --width 8 --latent 16
+TRAIN_IMAGE = $(BIN)/fcmbench train --dataset shapes $(SIZE_$*) --batch-size 4 --lr 1e-3 --threads 1 \
+	--int8-weights --out fcmbench/checkpoints
+
+checkpoints: $(addprefix checkpoints-,$(LEARNED) $(TILED) mfiba-elic mfiba-tcm $(IMAGE_CODECS))
+
+checkpoints-elic checkpoints-tcm: checkpoints-%: $(STAMP)
+	$(TRAIN_IMAGE) $* --quality 3 --steps 1500
+	for q in 4 5 6; do \
+	  $(TRAIN_IMAGE) $* --quality $$q --steps 800 --init fcmbench/checkpoints/$*/images/q$$((q - 1)).pt || exit 1; done
 
 checkpoints-mfiba-elic: checkpoints-elic-feat
 checkpoints-mfiba-tcm: checkpoints-tcm-feat

@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--vvenc-preset", default="medium", choices=["faster", "fast", "medium", "slow", "slower"],
                      help="preset of the built-in VVenC (medium is its default; faster: ~15x quicker, ~2%% more bits)")
     run.add_argument("--jobs", type=int, default=2, help="concurrent external encoder processes (VVC anchors)")
+    run.add_argument("--redo", help="comma-separated methods whose results already in --out are recomputed "
+                     "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
     run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
@@ -147,6 +149,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers,
+        redo=registry.methods.resolve(args.redo) if args.redo else [],
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
     with warnings.catch_warnings():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -89,6 +90,20 @@ class Codec(ABC):
     def describe(self) -> str:
         """What produced the bits (encoder name and version for anchors), for the report."""
         return self.label()
+
+    def files(self, rate: RatePoint) -> list[Path]:
+        """The files this rate point's bits depend on (checkpoints, fitted models)."""
+        return []
+
+    def identity(self, rate: RatePoint) -> str:
+        """What makes this rate point's bits: results stored under another identity are stale. The digests
+        of the files when there are any (so adding a quality does not invalidate the others), else
+        ``describe()`` (encoder, version and settings)."""
+        files = self.files(rate)
+        if not files:
+            return self.describe()
+        digests = [hashlib.sha256(f.read_bytes()).hexdigest()[:16] if f.is_file() else "missing" for f in files]
+        return f"{self.label()} {' '.join(digests)}"
 
     @abstractmethod
     def decode(self, data: bytes) -> FeatureSet | torch.Tensor: ...

@@ -48,6 +48,7 @@ class RunConfig:
     skip_unready: bool = False  # with --methods all: leave out methods that lack checkpoints, saying why
     command: str = ""
     workers: int = 1  # processes that work on different images at once (one torch thread each)
+    redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
@@ -147,6 +148,7 @@ class Runner:
         """Run every unfinished item, then evaluate; returns how many items were computed."""
         setup = store.add_setup(self.dataset.name, self.task.name, self.setup_description())
         store.add_run(setup, self.provenance())
+        self.check_producers(store, setup)
         done = store.finished(setup)
         plan = [(m, r) for m in self.codecs for r in self.rates[m]]
         total = len(plan) * len(self.items)
@@ -162,6 +164,24 @@ class Runner:
                 progress.advance(bar)
         self.evaluate(store, setup)
         return computed
+
+    def check_producers(self, store: Store, setup: str) -> None:
+        """Stored results are reused only if the same codec made them: after a retrained checkpoint or a
+        changed encoder setting they are stale, an error unless ``--redo`` names the method."""
+        extra = [m for m in self.config.redo if m not in self.config.methods]
+        if extra:
+            raise FcmbenchError(f"--redo names {', '.join(extra)}, which this run does not include: add "
+                                "it to --methods")
+        for method, codec in self.codecs.items():
+            for rate in self.rates[method]:
+                identity, before = codec.identity(rate), store.producer(setup, method, rate.label)
+                if method in self.config.redo:
+                    store.forget(setup, method, rate.label)
+                elif before is not None and before != identity:
+                    raise FcmbenchError(
+                        f"{self.config.out} holds {method} {rate.label} results made by another codec ({before}; "
+                        f"now {identity}): pass --redo {method} to recompute them, or use a new --out folder")
+                store.set_producer(setup, method, rate.label, identity)
 
     def _here(self, pending: list, progress: Progress, bar) -> Iterator[ItemResult]:
         def show(method: str, item: DatasetItem) -> None:

@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS evaluations (
     setup TEXT, method TEXT, rate TEXT, image_set TEXT, rate_value REAL, n_images INTEGER,
     bits INTEGER, pixels INTEGER, metrics TEXT, evaluated_at TEXT,
     PRIMARY KEY (setup, method, rate, image_set));
+CREATE TABLE IF NOT EXISTS producers (
+    setup TEXT, method TEXT, rate TEXT, identity TEXT, PRIMARY KEY (setup, method, rate));
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT, setup TEXT, started_at TEXT, provenance TEXT);
 """
@@ -91,6 +93,22 @@ class Store:
         with self.db:
             self.db.execute("INSERT INTO runs (setup, started_at, provenance) VALUES (?, ?, ?)",
                             (setup, now(), json.dumps(provenance, sort_keys=True)))
+
+    def producer(self, setup: str, method: str, rate: str) -> str | None:
+        """The identity of the codec that made the stored results of this rate point (None: not recorded)."""
+        row = self.db.execute("SELECT identity FROM producers WHERE setup=? AND method=? AND rate=?",
+                              (setup, method, rate)).fetchone()
+        return row[0] if row else None
+
+    def set_producer(self, setup: str, method: str, rate: str, identity: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", (setup, method, rate, identity))
+
+    def forget(self, setup: str, method: str, rate: str) -> None:
+        """Drop a rate point's items and evaluations (to recompute them)."""
+        with self.db:
+            for table in ("items", "evaluations"):
+                self.db.execute(f"DELETE FROM {table} WHERE setup=? AND method=? AND rate=?", (setup, method, rate))
 
     def finished(self, setup: str) -> set[tuple[str, str, int]]:
         rows = self.db.execute("SELECT method, rate, image_id FROM items WHERE setup = ?", (setup,))

@@ -181,3 +181,35 @@ def test_train_on_an_image_folder_and_its_errors(tmp_path, tiny_coco):
     run_cli("train", "lmsfc-nocm", *base, "--image-folder", tmp_path / "folder" / "images", "--steps", "2",
             "--latent", "8", "--batch-size", "2", "--int8-weights")
     assert (tmp_path / "ckpt" / "lmsfc-nocm" / "shapes_rcnn" / "q1.pt").is_file()
+
+
+def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tiny_coco):
+    import torch
+
+    from fcmbench.codec import CodecOptions
+    from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
+    from fcmbench.methods.elic import build_elic
+
+    path = checkpoint_path("elic", 3, CodecOptions(checkpoints=tmp_path / "ckpt"), "images")
+
+    def train(seed: int) -> None:
+        torch.manual_seed(seed)
+        save_checkpoint(build_elic(8, 20), path, int8_weights=True)
+
+    args = ["run", "--methods", "elic", "--rates", "q3", *coco_args(tiny_coco), "--checkpoints", tmp_path / "ckpt",
+            "--out", tmp_path / "out"]
+    def bpp() -> str:
+        run_cli("report", "--out", tmp_path / "out")
+        return rows(tmp_path / "out" / "rd.csv")[0]["bpp"]
+
+    train(0)
+    run_cli(*args)
+    first = bpp()
+    assert "0 item(s) computed" in run_cli(*args).stderr  # same checkpoint: resumed
+    train(1)
+    stale = run_cli(*args, check=False)
+    assert stale.returncode == 2 and "--redo elic" in stale.stdout + stale.stderr
+    assert "6 item(s) computed" in run_cli(*args, "--redo", "elic").stderr
+    assert item_count(tmp_path / "out") == 6 and bpp() != first
+    wrong = run_cli(*args, "--redo", "lmsfc", check=False)
+    assert wrong.returncode == 2 and "add it to --methods" in wrong.stdout + wrong.stderr

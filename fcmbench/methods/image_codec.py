@@ -154,6 +154,9 @@ class LearnedImageCodec(Codec):
     def _path(self, quality: int) -> Path:
         return checkpoint_path(self.name, quality, self.options, "images")
 
+    def files(self, rate: RatePoint) -> list[Path]:
+        return [self._path(int(rate.value))]
+
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         for rate in rates:
             self.network(int(rate.value))

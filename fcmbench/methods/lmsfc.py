@@ -18,6 +18,7 @@ import math
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -281,6 +282,9 @@ class LMSFCCodec(Codec):
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         for rate in rates:
             self.model(int(rate.value))
+
+    def files(self, rate: RatePoint) -> list[Path]:
+        return [checkpoint_path(self.name, int(rate.value), self.options)]
 
     def model(self, quality: int) -> nn.Module:
         return load_checkpoint(self.name, quality, self.options)

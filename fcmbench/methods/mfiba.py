@@ -35,7 +35,7 @@ from torch import nn
 from fcmbench.codec import CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import checkpoint_root, read_state, write_atomically
+from fcmbench.methods.checkpoints import checkpoint_path, checkpoint_root, read_state, write_atomically
 from fcmbench.methods.elic import ElicFeatCodec
 from fcmbench.methods.image_codec import decompress_image
 from fcmbench.methods.mosaic import CodedLevel, TiledFeatureCodec, level_from_mosaic
@@ -206,6 +206,11 @@ class MfibaCodec(TiledFeatureCodec):
         self.predictor()
         for quality in qualities:
             self.network(quality)
+
+    def files(self, rate: RatePoint) -> list[Path]:
+        """Every λ depends on every base checkpoint, the rate model and the predictor."""
+        bases = [checkpoint_path(self.base, q, self.options) for q in self.base_qualities()]
+        return [*bases, self.folder() / "rate_model.json", self.folder() / "importance.pt"]
 
     def describe(self) -> str:
         try:

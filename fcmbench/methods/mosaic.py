@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -141,6 +142,9 @@ class TiledFeatureCodec(Codec):
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         for rate in rates:
             self.network(int(rate.value))
+
+    def files(self, rate: RatePoint) -> list[Path]:
+        return [checkpoint_path(self.base, int(rate.value), self.options)]
 
     def network(self, quality: int) -> nn.Module:
         return load_network(self.family, self.base, quality, self.options)
