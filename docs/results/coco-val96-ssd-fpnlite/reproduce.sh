@@ -12,23 +12,71 @@ BIN=.venv/bin
 TASK=ssd_mobilenet_fpnlite
 export FCMBENCH_SSD_ONNX=$SHARED/models/ssd-mobilenet-v2-fpnlite-256-coco/ssd_mobilenet_v2_fpnlite_10_256_int8.onnx
 
-# 1. Learned codecs on the features of the 128 unlabelled train2017 images (112 train, 16 validate). Latent width
-#    32 instead of the reference 128/192 (CPU-only training); each quality starts from the one below it.
-#    onnxruntime gives no gradients, so TA-MSF trains with the rate-distortion loss alone (--no-task-loss).
+FOLDER="$SHARED/data/coco-train2017-128/images"
+
+# 1. L-MSFC, its no-context variant and TA-MSF on the features of the 128 unlabelled train2017 images (112 train,
+#    16 validate). Latent width 32 instead of the reference 128/192 (CPU-only training); each quality starts from
+#    the one below it. onnxruntime gives no gradients, so TA-MSF trains with the rate-distortion loss alone.
 train() {  # method quality lambda steps [extra...]
   $BIN/fcmbench train "$1" --quality "$2" --lmbda "$3" --steps "$4" "${@:5}" --task-model $TASK \
-    --image-folder "$SHARED/data/coco-train2017-128/images" --latent 32 --batch-size 2 --lr 2e-3 --threads 1 \
-    --out "$CKPT"
+    --image-folder "$FOLDER" --latent 32 --batch-size 2 --lr 2e-3 --threads 1 --out "$CKPT"
 }
 chain() {  # method [extra...]
-  train "$1" 1 512 800 "${@:2}"
-  train "$1" 2 2048 400 --init "$CKPT/$1/$TASK/q1.pt" "${@:2}"
-  train "$1" 3 8192 400 --init "$CKPT/$1/$TASK/q2.pt" "${@:2}"
-  train "$1" 4 32768 400 --init "$CKPT/$1/$TASK/q3.pt" "${@:2}"
+  train "$1" 1 512 2000 "${@:2}"
+  train "$1" 2 2048 1000 --init "$CKPT/$1/$TASK/q1.pt" "${@:2}"
+  train "$1" 3 8192 1000 --init "$CKPT/$1/$TASK/q2.pt" "${@:2}"
+  train "$1" 4 32768 1000 --init "$CKPT/$1/$TASK/q3.pt" "${@:2}"
 }
-chain lmsfc & chain lmsfc-nocm & chain tamsf --no-task-loss & wait
 
-# 2. Every method on the 96 val images, then the report against the VVC feature anchor.
+# 2. ELIC and LIC-TCM on the tiled feature mosaics of the same images, at the embedded default's reduced widths
+#    (ELIC N/M 16/40, LIC-TCM 8/32; the references are 192/320 and 128/320), six λ, each from the one below
+#    (λ 5 on top of the embedded default's five: there, coding one level at λ 2 still costs 15-25 mAP points).
+tiled() {  # method size...
+  local method=$1 point q
+  shift
+  $BIN/fcmbench train "$method" --quality 1 --lmbda 0.05 --steps 2000 "$@" --task-model $TASK \
+    --image-folder "$FOLDER" --batch-size 4 --lr 1e-3 --threads 1 --out "$CKPT"
+  for point in 2:0.13 3:0.32 4:0.8 5:2 6:5; do
+    q=${point%%:*}
+    $BIN/fcmbench train "$method" --quality "$q" --lmbda "${point##*:}" --steps 1000 "$@" --task-model $TASK \
+      --init "$CKPT/$method/$TASK/q$((q - 1)).pt" --image-folder "$FOLDER" --batch-size 4 --lr 1e-3 --threads 1 \
+      --out "$CKPT"
+  done
+}
+
+# 3. The image codecs ELIC and LIC-TCM on the images themselves (128-pixel crops), at the reference λ of
+#    qualities 3..6, the same reduced widths.
+image_codec() {  # method size...
+  local method=$1 q
+  shift
+  $BIN/fcmbench train "$method" --quality 3 --steps 1500 "$@" --image-folder "$FOLDER" --batch-size 4 --lr 1e-3 \
+    --threads 1 --out "$CKPT"
+  for q in 4 5 6; do
+    $BIN/fcmbench train "$method" --quality "$q" --steps 800 "$@" --init "$CKPT/$method/images/q$((q - 1)).pt" \
+      --image-folder "$FOLDER" --batch-size 4 --lr 1e-3 --threads 1 --out "$CKPT"
+  done
+}
+
+# 4. MFIBA on each: the per-level task loss-rate model on 60 of the unlabelled images, measured against the
+#    uncompressed detector's own detections scoring >= 0.5 (no labels there), then the importance predictor.
+mfiba() {  # method
+  $BIN/fcmbench fit-rate-model "$1" --task-model $TASK --image-folder "$FOLDER" --images 60 --threads 1 \
+    --out "$CKPT"
+  $BIN/fcmbench train "$1" --task-model $TASK --image-folder "$FOLDER" --steps 600 --lr 1e-3 --threads 1 \
+    --out "$CKPT"
+}
+
+jobs=()
+chain lmsfc & jobs+=($!)
+chain lmsfc-nocm & jobs+=($!)
+chain tamsf --no-task-loss & jobs+=($!)
+{ tiled elic-feat --width 16 --latent 40 && mfiba mfiba-elic; } & jobs+=($!)
+{ tiled tcm-feat --width 8 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
+image_codec elic --width 16 --latent 40 & jobs+=($!)
+image_codec tcm --width 8 --latent 32 & jobs+=($!)
+for job in "${jobs[@]}"; do wait "$job"; done  # any failed training stops the script here
+
+# 5. Every method on the 96 val images, then the report against the VVC feature anchor.
 $BIN/fcmbench run --methods all --dataset coco --images "$SHARED/data/coco-val2017-96/images" \
   --annotations "$SHARED/data/coco-val2017-96/instances.json" --task-model $TASK --checkpoints "$CKPT" \
   --vvenc-preset faster --workers 2 --out "$RUN"
