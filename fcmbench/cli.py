@@ -278,8 +278,7 @@ def train_image_codec(args: argparse.Namespace) -> None:
         train, val = [load_image(i) for i in train_items], [load_image(i) for i in val_items]
         path = checkpoint_path(args.method, args.quality, CodecOptions(checkpoints=args.out), "images")
     result = train_image_network(train_config(args, path), codec.family, train, val)
-    final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
-    Console().print(f"saved {path} (validation loss {final:.4f})")
+    Console().print(f"saved {path} ({kept_weights(result['history'])})")
 
 
 def train_mfiba(args: argparse.Namespace) -> None:
@@ -314,8 +313,14 @@ def train_feature_codec(args: argparse.Namespace) -> None:
 
         targets = [targets_of(train_set, item.image_id) for item in train_items]
     result = train_codec(config, train, val, task if targets else None, targets)
-    final = result["history"][-1]["val_loss"] if result["history"] else float("nan")
-    Console().print(f"saved {path} (validation loss {final:.4f})")
+    Console().print(f"saved {path} ({kept_weights(result['history'])})")
+
+
+def kept_weights(history: list[dict]) -> str:
+    from fcmbench.methods.train import kept
+
+    best = kept(history)
+    return f"weights of step {best['step']}, its best validation loss {best['val_loss']:.4f}"
 
 
 VALIDATION_IMAGES = 16

@@ -13,7 +13,9 @@ needs_weights = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes
 
 
 def test_shipped_files_stay_small():
-    shipped = [p for folder in ("weights", "checkpoints") for p in (PACKAGE / folder).rglob("*") if p.is_file()]
+    # what the package ships (pyproject's package-data), not a training run's .resume or .partial files
+    shipped = [p for folder in ("weights", "checkpoints") for suffix in ("*.pt", "*.json")
+               for p in (PACKAGE / folder).rglob(suffix)]
     assert sum(p.stat().st_size for p in shipped) <= 25 * 2**20
 
 
@@ -41,6 +43,23 @@ def test_demo_rd_points_fall_with_rate(tmp_path):
     assert m[("quant", "2bit")] <= m[("quant", "8bit")] + 0.01 and bpp[("quant", "2bit")] < bpp[("quant", "8bit")]
     assert m[("vtm-feature", "qp47")] < m[("vtm-feature", "qp27")]
     assert m[("vtm-image", "qp47")] < m[("vtm-image", "qp22")]
+
+
+@needs_weights
+@pytest.mark.slow
+def test_shipped_feature_codecs_have_monotone_rd_curves(tmp_path):
+    """The demo's L-MSFC family: each quality costs more bits and loses no accuracy (box and mask)."""
+    out = tmp_path / "run"
+    run_cli("run", "--methods", "lmsfc,lmsfc-nocm,tamsf", "--dataset", "shapes", "--limit", "50", "--out", out)
+    run_cli("report", "--out", out)
+    with open(out / "rd.csv") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: (r["method"], float(r["rate_value"])))
+    for method in ("lmsfc", "lmsfc-nocm", "tamsf"):
+        curve = [r for r in rows if r["method"] == method]
+        assert len(curve) >= 4
+        for column in ("bpp", "bbox_mAP", "segm_mAP"):
+            values = [float(r[column]) for r in curve]
+            assert values == sorted(values), f"{method} {column} not monotone in quality: {values}"
 
 
 def test_detector_training_is_deterministic(tmp_path, tiny_coco):

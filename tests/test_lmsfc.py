@@ -109,6 +109,57 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert torch.load(tmp_path / "q4.pt", weights_only=True)["lam"] == 0.125  # not q4's own 0.25
 
 
+def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Stopped mid-way, the same command continues from the last validation and ends bit-identical to an
+    uninterrupted run: optimiser, scheduler and random states are all in the resume file."""
+    import fcmbench.methods.train as training
+
+    train = [fpn(i) for i in range(4)]
+
+    def config(path: Path) -> TrainConfig:
+        return TrainConfig("lmsfc-nocm", 3, path, steps=40, latent=16, lr=1e-3, validate_every=10, batch_size=2)
+
+    whole = train_codec(config(tmp_path / "whole.pt"), train, train[:2])
+    real, training_steps = training.rate_distortion, []
+
+    def interrupted(model, batch, lam):
+        if model.training:
+            training_steps.append(1)
+            if len(training_steps) == 25:  # after the validation of step 20
+                raise KeyboardInterrupt
+        return real(model, batch, lam)
+
+    monkeypatch.setattr(training, "rate_distortion", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_codec(config(tmp_path / "cut.pt"), train, train[:2])
+    assert (tmp_path / "cut.pt.resume").is_file() and not (tmp_path / "cut.pt").exists()
+    monkeypatch.setattr(training, "rate_distortion", real)
+    resumed = train_codec(config(tmp_path / "cut.pt"), train, train[:2])
+    assert resumed["history"] == whole["history"]
+    a, b = (torch.load(tmp_path / name, weights_only=True)["state_dict"] for name in ("whole.pt", "cut.pt"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_keeps_the_weights_of_its_best_validation(tmp_path):
+    import copy
+
+    from fcmbench.methods.train import fit
+
+    model, scores, snapshots = torch.nn.Linear(2, 1), iter([3.0, 1.0, 2.0]), []
+
+    def step_loss(step, generator):
+        return (model(torch.ones(1, 2)) ** 2).sum(), {}
+
+    def val_loss():
+        snapshots.append(copy.deepcopy(model.state_dict()))
+        return next(scores)
+
+    history = fit(model, TrainConfig("x", 1, tmp_path / "m.pt", steps=3, validate_every=1, lr=0.1),
+                  step_loss, val_loss)
+    assert [h["best"] for h in history] == [True, True, False]
+    assert torch.equal(model.weight, snapshots[1]["weight"]) and not torch.equal(model.weight, snapshots[2]["weight"])
+
+
 def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):
     from fcmbench.datasets.base import load_image
     from fcmbench.datasets.coco import CocoDataset

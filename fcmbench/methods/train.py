@@ -9,6 +9,7 @@ final save.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,8 +100,10 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
 def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Callable) -> list[dict]:
     """The training loop every learned method shares: Adam, a separate Adam for entropy-bottleneck quantiles,
     gradient clipping at 1.0, learning rate halved on a validation plateau, and a resumable state after every
-    validation (``OUT.resume``, removed when done). ``step_loss(step, generator)`` gives (loss, parts with
-    ``bpp``); ``val_loss()`` runs without gradients in eval mode."""
+    validation (``OUT.resume``, removed when done; random states included, so a resumed run ends where an
+    uninterrupted one does). The model ends with the weights of its best validation: a late loss spike (seen
+    at high learning rates) does not become the checkpoint. ``step_loss(step, generator)`` gives (loss, parts
+    with ``bpp``); ``val_loss()`` runs without gradients in eval mode. Each history entry marks the kept one."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main, lr=config.lr)
@@ -108,7 +111,8 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     resume = Path(str(config.out) + ".resume")
-    step, best, history = 0, math.inf, []
+    step, best, history, best_state = 0, math.inf, [], None
+    generator = torch.Generator().manual_seed(config.seed)
     if resume.is_file():
         state = torch.load(resume, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
@@ -117,7 +121,12 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
             aux_optimizer.load_state_dict(state["aux_optimizer"])
         plateau.load_state_dict(state["plateau"])
         step, best, history = state["step"], state["best"], state["history"]
-    generator = torch.Generator().manual_seed(config.seed + step)
+        best_state = state.get("best_state")  # absent from the resume files of older versions
+        if "generator" in state:
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        else:
+            generator.manual_seed(config.seed + step)
     with Progress() as progress:
         bar = progress.add_task(f"train {config.method} q{config.quality}", total=config.steps, completed=step)
         while step < config.steps:
@@ -139,15 +148,25 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
                 with torch.no_grad():
                     score = val_loss()
                 plateau.step(score)
-                best = min(best, score)
-                history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"]})
+                if score < best:
+                    best, best_state = score, copy.deepcopy(model.state_dict())
+                history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"],
+                                "best": score == best})
                 progress.console.print(f"step {step}: val loss {score:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
-                            "plateau": plateau.state_dict(), "step": step, "best": best, "history": history},
-                           resume)
+                            "plateau": plateau.state_dict(), "step": step, "best": best, "history": history,
+                            "best_state": best_state, "generator": generator.get_state(),
+                            "torch_rng": torch.get_rng_state()}, resume)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     resume.unlink(missing_ok=True)
     return history
+
+
+def kept(history: list[dict]) -> dict:
+    """The validation whose weights the checkpoint holds (the best one)."""
+    return min(history, key=lambda h: h["val_loss"]) if history else {"step": 0, "val_loss": math.nan}
 
 
 def same_size_groups(features: list[FeatureSet]) -> dict[int, list[int]]:
