@@ -103,7 +103,8 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
     validation (``OUT.resume``, removed when done; random states included, so a resumed run ends where an
     uninterrupted one does). The model ends with the weights of its best validation: a late loss spike (seen
     at high learning rates) does not become the checkpoint. ``step_loss(step, generator)`` gives (loss, parts
-    with ``bpp``); ``val_loss()`` runs without gradients in eval mode. Each history entry marks the kept one."""
+    with ``bpp``); ``val_loss()`` runs without gradients in eval mode. ``best`` in a history entry: that
+    validation beat all before it (the last such one is kept)."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main, lr=config.lr)
