@@ -149,10 +149,11 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
                 with torch.no_grad():
                     score = val_loss()
                 plateau.step(score)
-                if score < best:
+                improved = score < best
+                if improved:
                     best, best_state = score, copy.deepcopy(model.state_dict())
                 history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"],
-                                "best": score == best})
+                                "best": improved})
                 progress.console.print(f"step {step}: val loss {score:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}")
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
