@@ -1,6 +1,7 @@
 """L-MSFC: published layout, bit-exact decoding in another process, training that lowers the loss."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -236,3 +237,18 @@ def test_an_unreadable_init_checkpoint_is_one_clear_error(tmp_path):
         load_weights(build_model("lmsfc-nocm", 8, 16), tmp_path / "bad.pt")
     with pytest.raises(FcmbenchError, match="absent.pt is not a readable checkpoint"):
         load_weights(build_model("lmsfc-nocm", 8, 16), tmp_path / "absent.pt")
+
+
+def test_a_diverging_training_stops_with_a_clear_error_and_saves_nothing(tmp_path):
+    from fcmbench.errors import FcmbenchError
+    from fcmbench.methods.train import fit
+
+    model, losses = torch.nn.Linear(2, 1), iter([1.0, 1.0, 1.0, math.nan])
+
+    def step_loss(step, generator):
+        return (model(torch.ones(1, 2)) ** 2).sum() * next(losses), {}
+
+    config = TrainConfig("lmsfc", 2, tmp_path / "q2.pt", steps=10, validate_every=2, lr=0.1)
+    with pytest.raises(FcmbenchError, match=r"lmsfc q2 diverged at step 4 \(loss nan\).*lower --lr than 0.1"):
+        fit(model, config, step_loss, lambda: 1.0)
+    assert list(tmp_path.iterdir()) == []  # neither a checkpoint nor a resume file that would bring lr 0.1 back

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
+from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import build_model, load_weights, save_checkpoint
 from fcmbench.methods.image_codec import IMAGE_LAMBDAS, ImageNetwork, padded
@@ -133,6 +134,9 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
         while step < config.steps:
             model.train()
             loss, parts = step_loss(step, generator)
+            if not torch.isfinite(loss):
+                resume.unlink(missing_ok=True)  # its optimiser state would bring back the same learning rate
+                raise diverged(config, step + 1, loss.item())
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(main, 1.0)
@@ -164,6 +168,11 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
         model.load_state_dict(best_state)
     resume.unlink(missing_ok=True)
     return history
+
+
+def diverged(config: TrainConfig, step: int, loss: float) -> FcmbenchError:
+    return FcmbenchError(f"training {config.method} q{config.quality} diverged at step {step} (loss {loss}); "
+                         f"nothing was saved: train again with a lower --lr than {config.lr:g}")
 
 
 def kept(history: list[dict]) -> dict:
