@@ -49,7 +49,8 @@ def _checked_curve(rate: Sequence[float], acc: Sequence[float], which: str) -> t
     keep = np.isfinite(rate) & np.isfinite(acc)
     rate, acc = rate[keep], acc[keep]
     if len(rate) < MIN_POINTS:
-        raise BDRateUnavailable(f"{which} curve has {len(rate)} points; BD-rate needs at least {MIN_POINTS}")
+        raise BDRateUnavailable(f"{which} curve has {len(rate)} point{'' if len(rate) == 1 else 's'}; "
+                                f"BD-rate needs at least {MIN_POINTS}")
     if np.any(rate <= 0):
         raise BDRateUnavailable(f"{which} curve has a non-positive rate")
     order = np.argsort(rate)
