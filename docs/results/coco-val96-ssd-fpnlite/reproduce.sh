@@ -36,10 +36,10 @@ lambda_of() {  # quality "q:λ ..."
 
 # 1. L-MSFC, its no-context variant and TA-MSF on the features of the 128 unlabelled train2017 images (112 train,
 #    16 validate), at the reference λ of qualities 1..6; base at quality 6. Latent width 32 instead of the
-#    reference 128/192 (CPU-only training: one 2-core session for everything). The fine-tunes run at 5e-4: at 2e-3 lmsfc q1
-#    diverged and tamsf q3 spiked. The bases of lmsfc and lmsfc-nocm run at 1e-3: at 2e-3 lmsfc's validation loss
-#    jumped from 0.069 to 993 by step 400 and lmsfc-nocm diverged at step 326 (TA-MSF's base was stable at 2e-3). onnxruntime gives no gradients, so TA-MSF trains with the rate-distortion loss
-#    alone.
+#    reference 128/192 (CPU-only training: one 2-core session for everything). The fine-tunes run at 5e-4: at
+#    2e-3 lmsfc q1 diverged and tamsf q3 spiked. The bases of lmsfc and lmsfc-nocm run at 1e-3: at 2e-3 lmsfc's
+#    validation loss jumped from 0.069 to 993 by step 400 and lmsfc-nocm diverged at step 326 (TA-MSF's base was
+#    stable at 2e-3). onnxruntime gives no gradients, so TA-MSF trains with the rate-distortion loss alone.
 LMSFC_POINTS="1:0.0125 2:0.025 3:0.125 4:0.25 5:0.375 6:0.5"
 lmsfc_family() {  # method base-lr [extra...]
   finetuned "$1" 6 700 "$2" 200 5e-4 "$LMSFC_POINTS" "${@:3}" --task-model $TASK --image-folder "$FOLDER" \
