@@ -1,6 +1,7 @@
 """ELIC and LIC-TCM as image codecs and on tiled features: layout, published checkpoints, bit-exact decoding."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -15,9 +16,9 @@ from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
 from fcmbench.methods.elic import ElicChandelier, ElicCodec, ElicFeatCodec, build_elic
 from fcmbench.methods.image_codec import join_strings, split_strings
-from fcmbench.methods.mosaic import layout_for, level_from_mosaic, level_mosaic, to_mosaic
+from fcmbench.methods.mosaic import feature_mosaics, from_mosaic, layout_for, level_from_mosaic, level_mosaic, to_mosaic
 from fcmbench.methods.tcm import TcmCodec, TcmFeatCodec, build_tcm
-from fcmbench.methods.train import TrainConfig, train_image_network
+from fcmbench.methods.train import TrainConfig, image_rate_distortion, train_image_network
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
@@ -54,6 +55,40 @@ def test_a_level_survives_the_mosaic_within_half_an_eight_bit_step():
     back = level_from_mosaic(mosaic, layout, low, high)
     assert back.shape == level.shape
     assert (back - level).abs().max() <= (high - low) / 510 + 1e-5
+
+
+def test_a_training_mosaic_marks_exactly_the_pixels_the_decoder_keeps():
+    x = features()
+    for (name, level), mosaic in zip(x.items(), feature_mosaics(x), strict=True):
+        layout, _, _, image = level_mosaic(level)
+        assert torch.equal(mosaic[:3], image)
+        assert from_mosaic(mosaic[3:], layout).eq(1).all(), name
+        assert mosaic[3:].sum() == level.numel(), name  # padding and empty tile slots weigh 0
+
+
+class Identity(torch.nn.Module):
+    """A codec that returns a fixed image at 1 bit per pixel: its loss is the distortion against that image."""
+
+    def __init__(self, decoded: torch.Tensor):
+        super().__init__()
+        self.decoded = decoded
+
+    def forward(self, x: torch.Tensor) -> dict:
+        return {"x_hat": self.decoded, "likelihoods": {"y": torch.full_like(x, 0.5 ** (1 / 3))}}
+
+
+def test_the_training_distortion_ignores_what_the_weight_channel_masks():
+    image, decoded = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    decoded[..., 4:, :] = 1.0  # wrong only on the bottom half
+    weight = torch.zeros(1, 3, 8, 8)
+    weight[..., :4, :] = 1.0
+    _, masked = image_rate_distortion(Identity(decoded), torch.cat([image, weight], 1), 1.0)
+    _, whole = image_rate_distortion(Identity(decoded), image, 1.0)
+    assert masked["mse"] == 0 and whole["mse"] == pytest.approx(0.5)
+    assert masked["bpp"] == pytest.approx(1.0) and whole["bpp"] == pytest.approx(1.0)
+    # the top half wrong instead: the weighted MSE is the MSE of the weighted pixels alone
+    _, top = image_rate_distortion(Identity(1 - decoded), torch.cat([image, weight], 1), 1.0)
+    assert top["mse"] == pytest.approx(1.0)
 
 
 def test_strings_join_and_split():
@@ -173,3 +208,12 @@ def test_a_few_training_steps_lower_the_loss(tmp_path, family):
     losses = [h["val_loss"] for h in result["history"]]
     assert losses[-1] < losses[0]
     assert (tmp_path / "q1.pt").is_file() and not (tmp_path / "q1.pt.resume").exists()
+
+
+def test_a_tiled_codec_trains_on_its_weighted_mosaics(tmp_path):
+    mosaics = [m for seed in range(3) for m in feature_mosaics(features(seed))]
+    config = TrainConfig("elic-feat", 1, tmp_path / "q1.pt", steps=30, lr=2e-3, validate_every=10, batch_size=2,
+                         width=8, latent=20, int8_weights=True)
+    result = train_image_network(config, ElicFeatCodec.family, mosaics, mosaics[:2])
+    losses = [h["val_loss"] for h in result["history"]]
+    assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]

@@ -203,5 +203,12 @@ class TiledFeatureCodec(Codec):
 
 
 def feature_mosaics(features: FeatureSet) -> list[torch.Tensor]:
-    """The images a tiled codec codes for these features (training data for its base network)."""
-    return [level_mosaic(level)[3] for level in features.values()]
+    """The images a tiled codec codes for these features, each ``[6, H, W]``: the mosaic, then 1 on the values the
+    decoder keeps and 0 on the tiles' padding and empty slots. Training data for its base network: the loss
+    counts only the kept pixels (a level of 2x2 values in 40x40 tiles would otherwise be trained as zeros)."""
+    mosaics = []
+    for level in features.values():
+        layout, _, _, mosaic = level_mosaic(level)
+        kept = to_mosaic(torch.ones(level.shape), layout)
+        mosaics.append(torch.cat([mosaic, kept]))
+    return mosaics

@@ -199,8 +199,9 @@ CROP = 128  # training crops of image networks: a multiple of every network's pa
 
 def train_image_network(config: TrainConfig, family: ImageNetwork, train: list[torch.Tensor],
                         val: list[torch.Tensor]) -> dict:
-    """Train an image network (ELIC, LIC-TCM) on images or feature mosaics ``[3, H, W]`` in [0, 1] with
-    λ·255²·MSE + bpp on random crops, and save it at ``config.out``."""
+    """Train an image network (ELIC, LIC-TCM) on images ``[3, H, W]`` in [0, 1] with λ·255²·MSE + bpp on random
+    crops, and save it at ``config.out``. Three more channels, if present, weigh each value's squared error (a
+    feature mosaic's data 1, its padding 0: see ``feature_mosaics``)."""
     torch.manual_seed(config.seed)
     sizes = {key: value for key, value in (("N", config.width), ("M", config.latent)) if value}
     model = family.build(**sizes)
@@ -224,10 +225,18 @@ def train_image_network(config: TrainConfig, family: ImageNetwork, train: list[t
 
 
 def image_rate_distortion(model: nn.Module, x: torch.Tensor, lam: float) -> tuple[torch.Tensor, dict]:
-    out = model(x)
-    mse = F.mse_loss(out["x_hat"], x)
+    """λ·255²·MSE + bpp of ``[B, 3, H, W]`` images, or of ``[B, 6, H, W]`` whose last three channels weigh the
+    squared errors."""
+    image, weight = x[:, :3], x[:, 3:]
+    out = model(image)
+    mse = weighted_mse(out["x_hat"], image, weight) if weight.shape[1] else F.mse_loss(out["x_hat"], image)
     bpp = sum(-torch.log2(lk).sum() for lk in out["likelihoods"].values()) / (x.shape[0] * x.shape[2] * x.shape[3])
     return lam * 255**2 * mse + bpp, {"bpp": bpp, "mse": mse}
+
+
+def weighted_mse(decoded: torch.Tensor, image: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # a crop may hold no weighted pixel (a mosaic's padding alone): its MSE is then 0, not NaN
+    return ((decoded - image) ** 2 * weight).sum() / weight.sum().clamp(min=1)
 
 
 def random_crop(image: torch.Tensor, generator: torch.Generator, size: int = CROP) -> torch.Tensor:
