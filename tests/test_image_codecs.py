@@ -66,7 +66,7 @@ def test_a_training_mosaic_marks_exactly_the_pixels_the_decoder_keeps():
         assert mosaic[3:].sum() == level.numel(), name  # padding and empty tile slots weigh 0
 
 
-class Identity(torch.nn.Module):
+class FixedDecoder(torch.nn.Module):
     """A codec that returns a fixed image at 1 bit per pixel: its loss is the distortion against that image."""
 
     def __init__(self, decoded: torch.Tensor):
@@ -77,17 +77,17 @@ class Identity(torch.nn.Module):
         return {"x_hat": self.decoded, "likelihoods": {"y": torch.full_like(x, 0.5 ** (1 / 3))}}
 
 
-def test_the_training_distortion_ignores_what_the_weight_channel_masks():
+def test_the_training_distortion_ignores_what_the_weight_channels_mask():
     image, decoded = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
     decoded[..., 4:, :] = 1.0  # wrong only on the bottom half
     weight = torch.zeros(1, 3, 8, 8)
     weight[..., :4, :] = 1.0
-    _, masked = image_rate_distortion(Identity(decoded), torch.cat([image, weight], 1), 1.0)
-    _, whole = image_rate_distortion(Identity(decoded), image, 1.0)
+    _, masked = image_rate_distortion(FixedDecoder(decoded), torch.cat([image, weight], 1), 1.0)
+    _, whole = image_rate_distortion(FixedDecoder(decoded), image, 1.0)
     assert masked["mse"] == 0 and whole["mse"] == pytest.approx(0.5)
     assert masked["bpp"] == pytest.approx(1.0) and whole["bpp"] == pytest.approx(1.0)
     # the top half wrong instead: the weighted MSE is the MSE of the weighted pixels alone
-    _, top = image_rate_distortion(Identity(1 - decoded), torch.cat([image, weight], 1), 1.0)
+    _, top = image_rate_distortion(FixedDecoder(1 - decoded), torch.cat([image, weight], 1), 1.0)
     assert top["mse"] == pytest.approx(1.0)
 
 
