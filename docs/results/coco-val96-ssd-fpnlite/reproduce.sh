@@ -14,19 +14,27 @@ export FCMBENCH_SSD_ONNX=$SHARED/models/ssd-mobilenet-v2-fpnlite-256-coco/ssd_mo
 
 FOLDER="$SHARED/data/coco-train2017-128/images"
 
-# Every learned codec: a base network trained at one quality, then each of its qualities fine-tuned from that
-# base for the same number of steps at its own λ (so the checkpoints differ by λ alone, not by how long each
-# trained). finetuned() takes the family's train options last; its qualities are "quality:λ" pairs.
+# Every learned codec: a base network trained at one quality, then its qualities fine-tuned in a chain outward
+# from it for the same number of steps each at their own λ: the base quality from the base, each higher quality
+# from the one below it, each lower quality from the one above it (as the embedded default's ladder in the
+# Makefile). Fine-tuning every quality from the base alone left the tiled codecs' and LIC-TCM's rates within
+# 0.06 bpp of the base for a 100x range of λ, so their qualities crossed and no BD-rate could be computed; the
+# chain lets the far qualities drift for several fine-tunes. finetuned() takes the family's train options last;
+# its qualities are "quality:λ" pairs numbered 1..n.
 finetuned() {  # method base-quality base-steps base-lr steps-each lr-each "q:λ ..." [train options...]
-  local method=$1 base=$2 base_steps=$3 base_lr=$4 steps=$5 lr=$6 points=$7 point scope
+  local method=$1 base=$2 base_steps=$3 base_lr=$4 steps=$5 lr=$6 points=$7 quality init scope top
   shift 7
   scope=$TASK
   if [[ $method == elic || $method == tcm ]]; then scope=images; fi
+  top=$(wc -w <<< "$points")
   $BIN/fcmbench train "$method" --quality "$base" --lmbda "$(lambda_of "$base" "$points")" --steps "$base_steps" \
     --lr "$base_lr" "$@" --out "$CKPT/base"
-  for point in $points; do
-    $BIN/fcmbench train "$method" --quality "${point%%:*}" --lmbda "${point##*:}" --steps "$steps" --lr "$lr" \
-      "$@" --init "$CKPT/base/$method/$scope/q$base.pt" --out "$CKPT"
+  for quality in "$base" $(seq $((base + 1)) "$top") $(seq $((base - 1)) -1 1); do
+    if ((quality == base)); then init=$CKPT/base/$method/$scope/q$base.pt
+    elif ((quality > base)); then init=$CKPT/$method/$scope/q$((quality - 1)).pt
+    else init=$CKPT/$method/$scope/q$((quality + 1)).pt; fi
+    $BIN/fcmbench train "$method" --quality "$quality" --lmbda "$(lambda_of "$quality" "$points")" --steps "$steps" \
+      --lr "$lr" "$@" --init "$init" --out "$CKPT"
   done
 }
 lambda_of() {  # quality "q:λ ..."
