@@ -173,6 +173,11 @@ class Runner:
             raise FcmbenchError(f"--redo names {', '.join(extra)}, which this run does not include: add "
                                 "it to --methods")
         for method, codec in self.codecs.items():
+            if method in self.config.redo:
+                # rate points the codec no longer has (a refitted MFIBA names its λ points anew) go too
+                current = {p.label for p in codec.operating_points()}
+                for label in store.stored_rates(setup, method) - current:
+                    store.forget(setup, method, label)
             for rate in self.rates[method]:
                 identity, before = codec.identity(rate), store.producer(setup, method, rate.label)
                 if method in self.config.redo:

@@ -104,10 +104,15 @@ class Store:
         with self.db:
             self.db.execute("INSERT OR REPLACE INTO producers VALUES (?, ?, ?, ?)", (setup, method, rate, identity))
 
+    def stored_rates(self, setup: str, method: str) -> set[str]:
+        rows = self.db.execute("SELECT DISTINCT rate FROM producers WHERE setup=? AND method=? UNION "
+                               "SELECT DISTINCT rate FROM items WHERE setup=? AND method=?", (setup, method) * 2)
+        return {rate for (rate,) in rows}
+
     def forget(self, setup: str, method: str, rate: str) -> None:
-        """Drop a rate point's items and evaluations (to recompute them)."""
+        """Drop a rate point's items, evaluations and producer (to recompute it, or because it is gone)."""
         with self.db:
-            for table in ("items", "evaluations"):
+            for table in ("items", "evaluations", "producers"):
                 self.db.execute(f"DELETE FROM {table} WHERE setup=? AND method=? AND rate=?", (setup, method, rate))
 
     def finished(self, setup: str) -> set[tuple[str, str, int]]:

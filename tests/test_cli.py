@@ -209,7 +209,16 @@ def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tin
     train(1)
     stale = run_cli(*args, check=False)
     assert stale.returncode == 2 and "--redo elic" in stale.stdout + stale.stderr
+    # a rate point elic no longer has (no q1 checkpoint), as an earlier training's would be: --redo drops it too
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        for table in ("items", "evaluations", "producers"):
+            columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+            chosen = ", ".join("'q1'" if c == "rate" else c for c in columns)
+            db.execute(f"INSERT INTO {table} SELECT {chosen} FROM {table} WHERE method = 'elic'")
+    assert item_count(tmp_path / "out") == 12
     assert "6 item(s) computed" in run_cli(*args, "--redo", "elic").stderr
     assert item_count(tmp_path / "out") == 6 and bpp() != first
+    run_cli("report", "--out", tmp_path / "out")
+    assert [row["rate"] for row in rows(tmp_path / "out" / "rd.csv")] == ["q3"]
     wrong = run_cli(*args, "--redo", "lmsfc", check=False)
     assert wrong.returncode == 2 and "add it to --methods" in wrong.stdout + wrong.stderr

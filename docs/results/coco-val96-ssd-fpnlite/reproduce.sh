@@ -13,6 +13,7 @@ TASK=ssd_mobilenet_fpnlite
 export FCMBENCH_SSD_ONNX=$SHARED/models/ssd-mobilenet-v2-fpnlite-256-coco/ssd_mobilenet_v2_fpnlite_10_256_int8.onnx
 
 FOLDER="$SHARED/data/coco-train2017-128/images"
+THREADS=${THREADS:-1}  # torch threads per training job: train_all runs seven at once on two cores
 
 # Every learned codec: a base network trained at one quality, then its qualities fine-tuned in a chain outward
 # from it for the same number of steps each at their own λ: the base quality from the base, each higher quality
@@ -55,37 +56,41 @@ lambda_of() {  # quality "q:λ ..."
 LMSFC_POINTS="1:0.0125 2:0.025 3:0.125 4:0.25 5:0.375 6:0.5"
 lmsfc_family() {  # method base-lr [extra...]
   finetuned "$1" 6 700 "$2" 200 5e-4 "$LMSFC_POINTS" "${@:3}" --task-model $TASK --image-folder "$FOLDER" \
-    --latent 32 --batch-size 2 --threads 1
+    --latent 32 --batch-size 2 --threads "$THREADS"
 }
 
-# 2. ELIC and LIC-TCM on the tiled feature mosaics of the same images, at the embedded default's reduced widths
-#    (ELIC N/M 16/40, LIC-TCM 8/32; the references are 192/320 and 128/320); base at quality 6. The MSE counts only
-#    the values the decoder keeps (not the tiles' zero padding). 700 + 200 steps gave box mAP <= 0.01 on the val
-#    images (the networks erased P6/P7, whose 4x4 and 2x2 values fill 1 % and 0.25 % of their 40x40 tiles); hence
-#    the longer base. LIC-TCM's windowed attention costs about 4x ELIC's time per step, so it gets fewer steps.
+# 2. ELIC and LIC-TCM on the tiled feature mosaics of the same images, at reduced widths (ELIC N/M 16/40, LIC-TCM
+#    16/32; the references are 192/320 and 128/320); base at quality 6. The MSE counts only the values the decoder
+#    keeps (not the tiles' zero padding). 700 + 200 steps gave box mAP <= 0.01 on the val images (the networks
+#    erased P6/P7, whose 4x4 and 2x2 values fill 1 % and 0.25 % of their 40x40 tiles); hence the longer bases.
+#    LIC-TCM at the image codec's N = 8 (its transformer halves 4 channels wide) could not reconstruct the mosaics:
+#    after a 1000-step base its qualities sat at 21.6-22.8 dB whatever their λ, at 0.004-0.028 box mAP, and the
+#    chain's later (not its higher-λ) qualities were the better ones; at N = 16 its validation loss after 600 steps
+#    was 964 against 1184 at N = 8.
 #    λ spans 0.002..2: over 0.05..5 the distortion term stayed 35x the rate term or more, so the rate did not
 #    respond (ELIC's qualities within 0.02 bpp of each other); only below about 0.03 does the rate term weigh.
 TILED_POINTS="1:0.002 2:0.008 3:0.03 4:0.13 5:0.5 6:2"
 tiled() {  # method base-steps steps-each size...
   finetuned "$1" 6 "$2" 1e-3 "$3" 1e-3 "$TILED_POINTS" "${@:4}" --task-model $TASK --image-folder "$FOLDER" \
-    --batch-size 4 --threads 1
+    --batch-size 4 --threads "$THREADS"
 }
 
-# 3. The image codecs ELIC and LIC-TCM on the images themselves (128-pixel crops), the same reduced widths; base
+# 3. The image codecs ELIC and LIC-TCM on the images themselves (128-pixel crops), ELIC 16/40 and LIC-TCM 8/32; base
 #    at quality 4. Qualities 4..6 keep the reference λ; 1..3 reach down to 0.0003: at the reference λ all six sat
 #    at 0.19-0.34 bpp, where box mAP is flat within the noise of 96 images, and the curves were not monotone.
 #    LIC-TCM's fine-tunes run 400 steps: after 150 its six qualities still crossed.
 IMAGE_POINTS="1:0.0003 2:0.001 3:0.004 4:0.013 5:0.025 6:0.05"
 image_codec() {  # method base-steps steps-each size...
-  finetuned "$1" 4 "$2" 1e-3 "$3" 1e-3 "$IMAGE_POINTS" "${@:4}" --image-folder "$FOLDER" --batch-size 4 --threads 1
+  finetuned "$1" 4 "$2" 1e-3 "$3" 1e-3 "$IMAGE_POINTS" "${@:4}" --image-folder "$FOLDER" --batch-size 4 \
+    --threads "$THREADS"
 }
 
 # 4. MFIBA on each: the per-level task loss-rate model on 40 of the unlabelled images, measured against the
 #    uncompressed detector's own detections scoring >= 0.5 (no labels there), then the importance predictor.
 mfiba() {  # method
-  $BIN/fcmbench fit-rate-model "$1" --task-model $TASK --image-folder "$FOLDER" --images 40 --threads 1 \
+  $BIN/fcmbench fit-rate-model "$1" --task-model $TASK --image-folder "$FOLDER" --images 40 --threads "$THREADS" \
     --out "$CKPT"
-  $BIN/fcmbench train "$1" --task-model $TASK --image-folder "$FOLDER" --steps 600 --lr 1e-3 --threads 1 \
+  $BIN/fcmbench train "$1" --task-model $TASK --image-folder "$FOLDER" --steps 600 --lr 1e-3 --threads "$THREADS" \
     --out "$CKPT"
 }
 
@@ -95,7 +100,7 @@ train_all() {
   lmsfc_family lmsfc-nocm 1e-3 & jobs+=($!)
   lmsfc_family tamsf 1e-3 --no-task-loss & jobs+=($!)
   { tiled elic-feat 2500 300 --width 16 --latent 40 && mfiba mfiba-elic; } & jobs+=($!)
-  { tiled tcm-feat 1000 200 --width 8 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
+  { tiled tcm-feat 3000 300 --width 16 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
   image_codec elic 700 200 --width 16 --latent 40 & jobs+=($!)
   image_codec tcm 600 400 --width 8 --latent 32 & jobs+=($!)
   for job in "${jobs[@]}"; do wait "$job"; done  # any failed training stops the script here
