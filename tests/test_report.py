@@ -5,6 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import run_cli
@@ -74,6 +75,36 @@ def test_several_runs_combine(tmp_path):
     with open(tmp_path / "combined" / "bd_rate.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["method"] == "other" and float(row["bd_rate_pct"]) < 0
+
+
+def test_a_published_table_joins_the_stored_setup_and_yields_to_its_points(tmp_path):
+    make_results(tmp_path / "earlier", {"anchor": ANCHOR, "other": TEST})
+    run_cli("report", "--out", tmp_path / "earlier", "--anchor", "anchor")
+    rerun_anchor = [(rate, acc + 0.01) for rate, acc in ANCHOR]  # a rerun whose points must replace the table's
+    make_results(tmp_path / "now", {"anchor": rerun_anchor})
+    run_cli("report", "--out", tmp_path / "combined", tmp_path / "now", tmp_path / "earlier" / "rd.csv",
+            "--anchor", "anchor")
+    rd = pd.read_csv(tmp_path / "combined" / "rd.csv")
+    assert sorted(rd[rd["method"] == "anchor"]["bbox_mAP"]) == pytest.approx([acc for _, acc in rerun_anchor])
+    assert len(rd[rd["method"] == "other"]) == len(TEST)
+    (row,) = pd.read_csv(tmp_path / "combined" / "bd_rate.csv").to_dict("records")
+    curves = [(rd[rd["method"] == m]["bpp"], rd[rd["method"] == m]["bbox_mAP"]) for m in ("anchor", "other")]
+    expected = bd_rate(*curves[0], *curves[1])
+    assert row["method"] == "other" and row["bd_rate_pct"] == pytest.approx(expected, abs=1e-3)
+    html = (tmp_path / "combined" / "report.html").read_text()
+    assert "Points from published tables" in html and "earlier/rd.csv</th><td class=\"text\">other<" in html
+
+
+@pytest.mark.parametrize("content, complaint", [(None, "does not exist"),
+                                                ("method,rate\nx,q1\n", "lacks the column(s) dataset")])
+def test_a_bad_published_table_is_named(tmp_path, content, complaint):
+    make_results(tmp_path / "now", {"anchor": ANCHOR})
+    table = tmp_path / "old.csv"
+    if content is not None:
+        table.write_text(content)
+    result = run_cli("report", "--out", tmp_path / "out", tmp_path / "now", table, check=False)
+    assert result.returncode == 2 and str(table) in result.stderr and complaint in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_short_or_flat_curves_give_reasons(tmp_path):

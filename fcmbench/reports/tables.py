@@ -1,4 +1,4 @@
-"""RD points and BD-rates as pandas tables, read from one or more results stores."""
+"""RD points and BD-rates as pandas tables, read from one or more results stores and published rd.csv tables."""
 
 from __future__ import annotations
 
@@ -18,11 +18,19 @@ from fcmbench.store import Store
 
 ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
 KEYS = ["dataset", "task_model", "setup"]
+PUBLISHED_COLUMNS = ["dataset", "task_model", "method", "rate", "n_images", "bpp"]
 
 
-def stores(folders: list[Path]) -> Iterator[tuple[Path, Store]]:
-    """Each results folder's store, opened read-side and closed after use."""
-    for folder in folders:
+def is_published_table(source: Path) -> bool:
+    """A report source is either a results folder or an rd.csv an earlier report wrote."""
+    return source.suffix == ".csv"
+
+
+def stores(sources: list[Path]) -> Iterator[tuple[Path, Store]]:
+    """Each results folder's store, opened read-side and closed after use (published tables are skipped)."""
+    for folder in sources:
+        if is_published_table(folder):
+            continue
         store = Store(folder, create=False)
         try:
             yield folder, store
@@ -30,14 +38,43 @@ def stores(folders: list[Path]) -> Iterator[tuple[Path, Store]]:
             store.close()
 
 
-def rd_table(folders: list[Path]) -> pd.DataFrame:
-    """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins."""
-    rows = [row for _, store in stores(folders) for row in _rd_rows(store)]
+def rd_table(sources: list[Path]) -> pd.DataFrame:
+    """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins, and
+    a store's point wins over a published table's. ``source`` names the folder or table each row came from."""
+    rows = [{**row, "source": str(folder)} for folder, store in stores(sources) for row in _rd_rows(store)]
+    for table in filter(is_published_table, sources):
+        rows += published_rows(table, _setups_by_images(rows))
     if not rows:
-        raise FcmbenchError(f"no evaluated results in {', '.join(map(str, folders))}; run `fcmbench run` first")
-    frame = pd.DataFrame(rows).sort_values("evaluated_at")
+        raise FcmbenchError(f"no evaluated results in {', '.join(map(str, sources))}; run `fcmbench run` first")
+    # published rows have no date: they sort first, in the order given, so a store's point replaces theirs
+    frame = pd.DataFrame(rows).sort_values("evaluated_at", kind="stable")
     frame = frame.drop_duplicates(["setup", "method", "rate"], keep="last")
     return frame.sort_values(["dataset", "task_model", "method", "bpp"]).reset_index(drop=True)
+
+
+def _setups_by_images(rows: list[dict]) -> dict[tuple, str]:
+    return {(r["dataset"], r["task_model"], r["n_images"]): r["setup"] for r in rows}
+
+
+def published_rows(table: Path, setups: dict[tuple, str]) -> list[dict]:
+    """The points of an rd.csv an earlier report wrote. A point joins the stored setup with the same dataset, task
+    model and image count, so it is compared with (and replaced by) that setup's own points."""
+    hint = "pass an rd.csv that `fcmbench report` wrote"
+    try:
+        frame = pd.read_csv(table)
+    except FileNotFoundError:
+        raise FcmbenchError(f"published table {table} does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FcmbenchError(f"published table {table} is not a readable CSV ({err}); {hint}") from None
+    missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise FcmbenchError(f"published table {table} lacks the column(s) {', '.join(missing)}; {hint}")
+    frame = frame.drop(columns=["setup", "evaluated_at", "source"], errors="ignore").astype({"rate": str})
+    rows = frame.to_dict("records")
+    for row in rows:
+        key = (row["dataset"], row["task_model"], row["n_images"])
+        row.update(setup=setups.get(key, "published:{}/{}/{}".format(*key)), evaluated_at="", source=str(table))
+    return rows
 
 
 def _rd_rows(store: Store) -> list[dict]:
@@ -55,6 +92,13 @@ def _rd_rows(store: Store) -> list[dict]:
                      "encode_s": t["enc"] if t else math.nan, "decode_s": t["dec"] if t else math.nan,
                      "evaluated_at": r["evaluated_at"]})
     return rows
+
+
+def published_points(rd: pd.DataFrame) -> list[dict]:
+    """Per published table, the methods whose points the report took from it."""
+    taken = rd[rd["evaluated_at"] == ""]
+    return [{"table": table, "methods": ", ".join(sorted(group["method"].unique()))}
+            for table, group in taken.groupby("source", sort=False)]
 
 
 def level_table(folders: list[Path]) -> pd.DataFrame:
@@ -184,7 +228,7 @@ def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: st
 def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[Path]:
     """rd.csv, bd_rate.csv, cttc.csv and report.md; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
-    public = rd.drop(columns=["setup", "evaluated_at"])
+    public = rd.drop(columns=["setup", "evaluated_at", "source"])
     public.to_csv(out / "rd.csv", index=False, float_format="%.6g")
     cttc_table(rd).to_csv(out / "cttc.csv", index=False, float_format="%.4f")
     written = [out / "rd.csv", out / "cttc.csv"]

@@ -69,9 +69,12 @@ lmsfc_family() {  # method base-lr [extra...]
 #    was 964 against 1184 at N = 8.
 #    λ spans 0.002..2: over 0.05..5 the distortion term stayed 35x the rate term or more, so the rate did not
 #    respond (ELIC's qualities within 0.02 bpp of each other); only below about 0.03 does the rate term weigh.
+#    LIC-TCM's qualities 1..5 sit lower still (λ 0.0001..0.008): on the 0.002..2 ladder its box mAP stopped rising
+#    at 0.06 from 0.19 bpp (q2) up, so only q1 and q2 were monotone; its points now spread below that knee.
 TILED_POINTS="1:0.002 2:0.008 3:0.03 4:0.13 5:0.5 6:2"
-tiled() {  # method base-steps steps-each size...
-  finetuned "$1" 6 "$2" 1e-3 "$3" 1e-3 "$TILED_POINTS" "${@:4}" --task-model $TASK --image-folder "$FOLDER" \
+TCM_TILED_POINTS="1:0.0001 2:0.0003 3:0.001 4:0.003 5:0.008 6:2"
+tiled() {  # method "q:λ ..." base-steps steps-each size...
+  finetuned "$1" 6 "$3" 1e-3 "$4" 1e-3 "$2" "${@:5}" --task-model $TASK --image-folder "$FOLDER" \
     --batch-size 4 --threads "$THREADS"
 }
 
@@ -99,8 +102,8 @@ train_all() {
   lmsfc_family lmsfc 1e-3 & jobs+=($!)
   lmsfc_family lmsfc-nocm 1e-3 & jobs+=($!)
   lmsfc_family tamsf 1e-3 --no-task-loss & jobs+=($!)
-  { tiled elic-feat 2500 300 --width 16 --latent 40 && mfiba mfiba-elic; } & jobs+=($!)
-  { tiled tcm-feat 3000 300 --width 16 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
+  { tiled elic-feat "$TILED_POINTS" 2500 300 --width 16 --latent 40 && mfiba mfiba-elic; } & jobs+=($!)
+  { tiled tcm-feat "$TCM_TILED_POINTS" 3000 300 --width 16 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
   image_codec elic 700 200 --width 16 --latent 40 & jobs+=($!)
   image_codec tcm 600 400 --width 8 --latent 32 & jobs+=($!)
   for job in "${jobs[@]}"; do wait "$job"; done  # any failed training stops the script here
