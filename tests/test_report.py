@@ -77,10 +77,11 @@ def test_several_runs_combine(tmp_path):
     assert row["method"] == "other" and float(row["bd_rate_pct"]) < 0
 
 
-def test_a_published_table_joins_the_stored_setup_and_yields_to_its_points(tmp_path):
+def test_a_published_table_joins_the_stored_setup_and_yields_to_its_methods(tmp_path):
     make_results(tmp_path / "earlier", {"anchor": ANCHOR, "other": TEST})
     run_cli("report", "--out", tmp_path / "earlier", "--anchor", "anchor")
-    rerun_anchor = [(rate, acc + 0.01) for rate, acc in ANCHOR]  # a rerun whose points must replace the table's
+    # a rerun with one point fewer: all of the table's anchor points give way to it, not only those it repeats
+    rerun_anchor = [(rate, acc + 0.01) for rate, acc in ANCHOR[:-1]]
     make_results(tmp_path / "now", {"anchor": rerun_anchor})
     run_cli("report", "--out", tmp_path / "combined", tmp_path / "now", tmp_path / "earlier" / "rd.csv",
             "--anchor", "anchor")

@@ -40,13 +40,15 @@ def stores(sources: list[Path]) -> Iterator[tuple[Path, Store]]:
 
 def rd_table(sources: list[Path]) -> pd.DataFrame:
     """One row per (dataset, task model, method, rate point): bpp, accuracies, times; newest evaluation wins, and
-    a store's point wins over a published table's. ``source`` names the folder or table each row came from."""
+    a method in a store replaces its points in published tables. ``source`` names where each row came from."""
     rows = [{**row, "source": str(folder)} for folder, store in stores(sources) for row in _rd_rows(store)]
+    stored = {(r["setup"], r["method"]) for r in rows}
     for table in filter(is_published_table, sources):
-        rows += published_rows(table, _setups_by_images(rows))
+        # a method that was run replaces all of the table's points, not only those with the same labels
+        rows += [r for r in published_rows(table, _setups_by_images(rows)) if (r["setup"], r["method"]) not in stored]
     if not rows:
         raise FcmbenchError(f"no evaluated results in {', '.join(map(str, sources))}; run `fcmbench run` first")
-    # published rows have no date: they sort first, in the order given, so a store's point replaces theirs
+    # published rows have no date: they sort first, in the order given (the later table's point wins)
     frame = pd.DataFrame(rows).sort_values("evaluated_at", kind="stable")
     frame = frame.drop_duplicates(["setup", "method", "rate"], keep="last")
     return frame.sort_values(["dataset", "task_model", "method", "bpp"]).reset_index(drop=True)
@@ -58,7 +60,7 @@ def _setups_by_images(rows: list[dict]) -> dict[tuple, str]:
 
 def published_rows(table: Path, setups: dict[tuple, str]) -> list[dict]:
     """The points of an rd.csv an earlier report wrote. A point joins the stored setup with the same dataset, task
-    model and image count, so it is compared with (and replaced by) that setup's own points."""
+    model and image count, so it is compared with that setup's own points."""
     hint = "pass an rd.csv that `fcmbench report` wrote"
     try:
         frame = pd.read_csv(table)
