@@ -43,19 +43,16 @@ def rd_table(sources: list[Path]) -> pd.DataFrame:
     a method in a store replaces its points in published tables. ``source`` names where each row came from."""
     rows = [{**row, "source": str(folder)} for folder, store in stores(sources) for row in _rd_rows(store)]
     stored = {(r["setup"], r["method"]) for r in rows}
+    setups = {(r["dataset"], r["task_model"], r["n_images"]): r["setup"] for r in rows}
     for table in filter(is_published_table, sources):
         # a method that was run replaces all of the table's points, not only those with the same labels
-        rows += [r for r in published_rows(table, _setups_by_images(rows)) if (r["setup"], r["method"]) not in stored]
+        rows += [r for r in published_rows(table, setups) if (r["setup"], r["method"]) not in stored]
     if not rows:
         raise FcmbenchError(f"no evaluated results in {', '.join(map(str, sources))}; run `fcmbench run` first")
     # published rows have no date: they sort first, in the order given (the later table's point wins)
     frame = pd.DataFrame(rows).sort_values("evaluated_at", kind="stable")
     frame = frame.drop_duplicates(["setup", "method", "rate"], keep="last")
     return frame.sort_values(["dataset", "task_model", "method", "bpp"]).reset_index(drop=True)
-
-
-def _setups_by_images(rows: list[dict]) -> dict[tuple, str]:
-    return {(r["dataset"], r["task_model"], r["n_images"]): r["setup"] for r in rows}
 
 
 def published_rows(table: Path, setups: dict[tuple, str]) -> list[dict]:
