@@ -112,12 +112,24 @@ train_all() {
 # 5. Every method on the 96 val images, then the report against the VVC feature anchor. --redo: the learned
 #    methods' results in $RUN (from an earlier training) are recomputed; the anchors' are reused.
 LEARNED=lmsfc,lmsfc-nocm,tamsf,elic,tcm,elic-feat,tcm-feat,mfiba-elic,mfiba-tcm
-evaluate() {
-  $BIN/fcmbench run --methods all --redo $LEARNED --dataset coco --images "$SHARED/data/coco-val2017-96/images" \
+run_val() {  # methods methods-to-recompute
+  $BIN/fcmbench run --methods "$1" --redo "$2" --dataset coco --images "$SHARED/data/coco-val2017-96/images" \
     --annotations "$SHARED/data/coco-val2017-96/instances.json" --task-model $TASK --checkpoints "$CKPT" \
     --vvenc-preset faster --workers 2 --out "$RUN"
+}
+evaluate() {
+  run_val all $LEARNED
   # --monotone: BD-rate on each curve's monotone envelope, the dropped points named in the table
   $BIN/fcmbench report --out "$OUT" "$RUN" --anchor vtm-feature --monotone
+}
+
+# 6. All of the above takes longer than one 2-core session. To redo a part: retrain what changed, then rerun those
+#    methods and report them with every other method's points read from an earlier report's rd.csv (a method
+#    that was rerun replaces all of its points there). The anchors are deterministic: rerun, they give the same
+#    bits and box mAP to every digit, so the earlier points stay comparable.
+rerun_part() {  # methods earlier-rd.csv
+  run_val "$1" "$1"
+  $BIN/fcmbench report --out "$OUT" "$RUN" "$2" --anchor vtm-feature --monotone
 }
 
 # Run as a script: everything. Sourced: only the definitions, to rerun one stage (e.g. `tiled elic-feat ...`).
