@@ -189,7 +189,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     anchor = choose_anchor(rd, args.anchor)
     bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone,
                   own_anchors=own_anchors(sorted(set(rd["method"])))) if anchor else None
-    levels = level_table(runs)
+    levels = level_table(runs, rd)
     written = write_tables(rd, bd, args.out)
     levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
     written.append(args.out / "levels.csv")

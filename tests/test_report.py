@@ -92,6 +92,9 @@ def test_a_published_table_joins_the_stored_setup_and_yields_to_its_methods(tmp_
     curves = [(rd[rd["method"] == m]["bpp"], rd[rd["method"] == m]["bbox_mAP"]) for m in ("anchor", "other")]
     expected = bd_rate(*curves[0], *curves[1])
     assert row["method"] == "other" and row["bd_rate_pct"] == pytest.approx(expected, abs=1e-3)
+    levels = pd.read_csv(tmp_path / "combined" / "levels.csv").astype({"rate": str})  # the table's levels.csv too
+    assert set(levels[levels["method"] == "other"]["rate"]) == {f"q{k}" for k in range(len(TEST))}
+    assert set(levels[levels["method"] == "anchor"]["rate"]) == {f"q{k}" for k in range(len(rerun_anchor))}
     html = (tmp_path / "combined" / "report.html").read_text()
     assert "Points from published tables" in html and "earlier/rd.csv</th><td class=\"text\">other<" in html
 
@@ -105,6 +108,17 @@ def test_a_bad_published_table_is_named(tmp_path, content, complaint):
         table.write_text(content)
     result = run_cli("report", "--out", tmp_path / "out", tmp_path / "now", table, check=False)
     assert result.returncode == 2 and str(table) in result.stderr and complaint in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_levels_table_beside_a_published_table_is_named(tmp_path):
+    make_results(tmp_path / "earlier", {"other": TEST})
+    run_cli("report", "--out", tmp_path / "earlier")
+    (tmp_path / "earlier" / "levels.csv").write_text("method\nother\n")
+    make_results(tmp_path / "now", {"anchor": ANCHOR})
+    result = run_cli("report", "--out", tmp_path / "out", tmp_path / "now", tmp_path / "earlier" / "rd.csv",
+                     check=False)
+    assert result.returncode == 2 and "levels.csv" in result.stderr and "lacks the column(s) rate" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

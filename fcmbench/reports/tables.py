@@ -100,11 +100,15 @@ def published_points(rd: pd.DataFrame) -> list[dict]:
             for table, group in taken.groupby("source", sort=False)]
 
 
-def level_table(folders: list[Path]) -> pd.DataFrame:
+LEVEL_COLUMNS = ["setup", "method", "rate", "level", "bits", "pixels", "quality", "bpp"]
+
+
+def level_table(sources: list[Path], rd: pd.DataFrame | None = None) -> pd.DataFrame:
     """Bits per pixel of each container segment (FPN level or header) per (setup, method, rate point), and the
-    mean base-codec quality of each level where the encoder chose one per image (MFIBA)."""
+    mean base-codec quality of each level where the encoder chose one per image (MFIBA). With ``rd``, also the
+    levels.csv beside each published table, for the points ``rd`` took from it."""
     rows = []
-    for _, store in stores(folders):
+    for _, store in stores(sources):
         for r in store.query("SELECT setup, method, rate, pixels, bytes_per_level, stream_info FROM items"):
             qualities = json.loads(r["stream_info"] or "{}").get("qualities", {})
             for level, size in json.loads(r["bytes_per_level"]).items():
@@ -117,7 +121,31 @@ def level_table(folders: list[Path]) -> pd.DataFrame:
         bits=("bits", "sum"), pixels=("pixels", "sum"), quality=("quality", "mean")).reset_index()
     # pixels are summed once per level, so the ratio is the level's share of the dataset bpp
     totals["bpp"] = totals["bits"] / totals["pixels"]
+    if rd is not None:
+        published = [published_levels(table, rd) for table in filter(is_published_table, sources)]
+        totals = pd.concat([totals, *(p for p in published if not p.empty)], ignore_index=True)
     return totals
+
+
+def published_levels(table: Path, rd: pd.DataFrame) -> pd.DataFrame:
+    """The levels.csv the report of a published rd.csv wrote beside it, joined to the points taken from that table
+    (a point whose method and rate the table holds for several setups cannot be placed and is left out)."""
+    path = table.with_name("levels.csv")
+    if not path.is_file():
+        return pd.DataFrame(columns=LEVEL_COLUMNS)
+    try:
+        levels = pd.read_csv(path)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FcmbenchError(f"{path} (beside the published table {table}) is not a readable levels.csv ({err}); "
+                            "move it away or restore the one `fcmbench report` wrote") from None
+    missing = [c for c in LEVEL_COLUMNS if c != "setup" and c not in levels.columns]
+    if missing:
+        raise FcmbenchError(f"{path} (beside the published table {table}) lacks the column(s) {', '.join(missing)}; "
+                            "move it away or restore the one `fcmbench report` wrote")
+    taken = rd.loc[rd["source"] == str(table), ["method", "rate", "setup"]]
+    placed = taken[~taken.duplicated(["method", "rate"], keep=False)]
+    levels = levels.drop(columns="setup", errors="ignore").astype({"rate": str})
+    return levels.merge(placed, on=["method", "rate"])[LEVEL_COLUMNS]
 
 
 def provenance(folders: list[Path]) -> list[dict]:
