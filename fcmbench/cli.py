@@ -63,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="RD points and BD-rates of one or more runs")
     report.add_argument("--out", required=True, type=Path, help="where rd.csv and bd_rate.csv go")
     report.add_argument("runs", nargs="*", type=Path,
-                        help="results folders to combine, or rd.csv tables an earlier report wrote, whose points "
-                             "a folder's own replace (default: --out)")
+                        help="results folders to combine, or rd.csv tables an earlier report wrote (a method a "
+                             "folder holds replaces all of its points in them) (default: --out)")
     report.add_argument("--anchor", help="method the BD-rates are measured against")
     report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
     report.add_argument("--monotone", action="store_true",
