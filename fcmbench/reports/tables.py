@@ -58,16 +58,8 @@ def rd_table(sources: list[Path]) -> pd.DataFrame:
 def published_rows(table: Path, setups: dict[tuple, str]) -> list[dict]:
     """The points of an rd.csv an earlier report wrote. A point joins the stored setup with the same dataset, task
     model and image count, so it is compared with that setup's own points."""
-    hint = "pass an rd.csv that `fcmbench report` wrote"
-    try:
-        frame = pd.read_csv(table)
-    except FileNotFoundError:
-        raise FcmbenchError(f"published table {table} does not exist; {hint}") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FcmbenchError(f"published table {table} is not a readable CSV ({err}); {hint}") from None
-    missing = [c for c in PUBLISHED_COLUMNS if c not in frame.columns]
-    if missing:
-        raise FcmbenchError(f"published table {table} lacks the column(s) {', '.join(missing)}; {hint}")
+    frame = read_report_csv(table, PUBLISHED_COLUMNS, f"published table {table}",
+                            "pass an rd.csv that `fcmbench report` wrote")
     frame = frame.drop(columns=["setup", "evaluated_at", "source"], errors="ignore").astype({"rate": str})
     rows = frame.to_dict("records")
     for row in rows:
@@ -91,6 +83,20 @@ def _rd_rows(store: Store) -> list[dict]:
                      "encode_s": t["enc"] if t else math.nan, "decode_s": t["dec"] if t else math.nan,
                      "evaluated_at": r["evaluated_at"]})
     return rows
+
+
+def read_report_csv(path: Path, columns: list[str], what: str, hint: str) -> pd.DataFrame:
+    """A CSV an earlier report wrote, holding ``columns``; one error naming ``what`` and the ``hint`` otherwise."""
+    try:
+        frame = pd.read_csv(path)
+    except FileNotFoundError:
+        raise FcmbenchError(f"{what} does not exist; {hint}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise FcmbenchError(f"{what} is not a readable CSV ({err}); {hint}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise FcmbenchError(f"{what} lacks the column(s) {', '.join(missing)}; {hint}")
+    return frame
 
 
 def published_points(rd: pd.DataFrame) -> list[dict]:
@@ -133,15 +139,9 @@ def published_levels(table: Path, rd: pd.DataFrame) -> pd.DataFrame:
     path = table.with_name("levels.csv")
     if not path.is_file():
         return pd.DataFrame(columns=LEVEL_COLUMNS)
-    try:
-        levels = pd.read_csv(path)
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise FcmbenchError(f"{path} (beside the published table {table}) is not a readable levels.csv ({err}); "
-                            "move it away or restore the one `fcmbench report` wrote") from None
-    missing = [c for c in LEVEL_COLUMNS if c != "setup" and c not in levels.columns]
-    if missing:
-        raise FcmbenchError(f"{path} (beside the published table {table}) lacks the column(s) {', '.join(missing)}; "
-                            "move it away or restore the one `fcmbench report` wrote")
+    levels = read_report_csv(path, [c for c in LEVEL_COLUMNS if c != "setup"],
+                             f"{path} (beside the published table {table})",
+                             "move it away or restore the one `fcmbench report` wrote")
     taken = rd.loc[rd["source"] == str(table), ["method", "rate", "setup"]]
     placed = taken[~taken.duplicated(["method", "rate"], keep=False)]
     levels = levels.drop(columns="setup", errors="ignore").astype({"rate": str})
