@@ -2,13 +2,17 @@
 
 Layout (big-endian)::
 
-    b"FCMB" | version u8 | codec name (u8 length + UTF-8)
+    b"FCMB" | stream version u8 | codec name (u8 length + UTF-8)
     | original H, W (u16, u16) | input H, W (u16, u16)
     | header (u32 length + bytes)            codec parameters: shapes, min/max, QP, model id ...
     | segment count u8 | per segment: name (u8 length + UTF-8) + payload (u32 length + bytes)
 
 Everything the decoder needs is inside and counted: ``bits = 8 * len(container)``.
 Segments are usually one per FPN level, which gives the bytes per level for free.
+
+The layout above is the same for every version. The version byte is the codec's own stream version: a codec
+bumps it when its streams change meaning (LIC-TCM's corrected wiring and padding made ``tcm``, ``tcm-feat`` and
+``mfiba-tcm`` version 2), so a decoder refuses an older stream by name instead of decoding it into garbage.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from dataclasses import dataclass, field
 from fcmbench.errors import FcmbenchError
 
 MAGIC = b"FCMB"
-VERSION = 1
+VERSION = 1  # the stream version of every codec that never changed its streams' meaning
 HEADER_KEY = "_header"
 
 
@@ -30,9 +34,10 @@ class Container:
     input_size: tuple[int, int]
     header: bytes = b""
     segments: dict[str, bytes] = field(default_factory=dict)
+    version: int = VERSION
 
     def to_bytes(self) -> bytes:
-        parts = [MAGIC, struct.pack(">B", VERSION), short_string(self.codec)]
+        parts = [MAGIC, struct.pack(">B", self.version), short_string(self.codec)]
         parts.append(struct.pack(">4H", *self.original_size, *self.input_size))
         parts.append(struct.pack(">I", len(self.header)) + self.header)
         if len(self.segments) > 255:
@@ -43,16 +48,18 @@ class Container:
         return b"".join(parts)
 
     @classmethod
-    def from_bytes(cls, data: bytes, expected_codec: str | None = None) -> Container:
+    def from_bytes(cls, data: bytes, expected_codec: str | None = None,
+                   expected_version: int = VERSION) -> Container:
         reader = Reader(data)
         if reader.take(4) != MAGIC:
             raise FcmbenchError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
         version = reader.unpack(">B")[0]
-        if version != VERSION:
-            raise FcmbenchError(f"unsupported bitstream version {version} (this fcmbench reads {VERSION})")
         codec = reader.short_string()
         if expected_codec is not None and codec != expected_codec:
             raise FcmbenchError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
+        if version != expected_version:
+            raise FcmbenchError(f"unsupported {codec!r} bitstream version {version}: this fcmbench reads version "
+                                f"{expected_version} of its streams; encode the input again with this fcmbench")
         oh, ow, ih, iw = reader.unpack(">4H")
         header = reader.take(reader.unpack(">I")[0])
         segments = {}
@@ -61,7 +68,7 @@ class Container:
             segments[name] = reader.take(reader.unpack(">I")[0])
         if reader.remaining:
             raise FcmbenchError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
-        return cls(codec, (oh, ow), (ih, iw), header, segments)
+        return cls(codec, (oh, ow), (ih, iw), header, segments, version)
 
     def bytes_per_segment(self) -> dict[str, int]:
         """Payload bytes per segment, plus everything else under ``_header``; sums to the total."""

@@ -11,7 +11,7 @@ from typing import ClassVar, Literal
 
 import torch
 
-from fcmbench.bitstream import Container
+from fcmbench.bitstream import VERSION, Container
 from fcmbench.featureset import FeatureSet
 
 
@@ -52,6 +52,7 @@ class Codec(ABC):
     kind: ClassVar[Literal["feature", "image"]] = "feature"
     display_name: ClassVar[str | None] = None
     derived_levels: ClassVar[tuple[str, ...]] = ()
+    stream_version: ClassVar[int] = VERSION  # bumped when the codec's streams change meaning
 
     def __init__(self, options: CodecOptions | None = None) -> None:
         self.options = options or CodecOptions()
@@ -110,7 +111,7 @@ class Codec(ABC):
 
     def bytes_per_level(self, data: bytes) -> dict[str, int]:
         """Bytes per container segment (levels, for most feature codecs)."""
-        return Container.from_bytes(data, expected_codec=self.name).bytes_per_segment()
+        return Container.from_bytes(data, self.name, self.stream_version).bytes_per_segment()
 
     def stream_info(self, data: bytes) -> dict:
         """Choices the encoder made that results should record (e.g. MFIBA's per-level qualities)."""

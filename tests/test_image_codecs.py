@@ -217,3 +217,21 @@ def test_a_tiled_codec_trains_on_its_weighted_mosaics(tmp_path):
     result = train_image_network(config, ElicFeatCodec.family, mosaics, mosaics[:2])
     losses = [h["val_loss"] for h in result["history"]]
     assert all(map(math.isfinite, losses)) and losses[-1] < losses[0]
+
+
+def test_lic_tcm_pads_centred_as_its_reference_evaluation_and_elic_bottom_right():
+    from fcmbench.methods.image_codec import margins
+
+    assert margins(200, 300, 128, centred=True) == (42, 42, 28, 28)
+    assert margins(201, 129, 128, centred=True) == (63, 64, 27, 28)  # the odd pixel goes right and bottom
+    assert margins(200, 300, 64, centred=False) == (0, 20, 0, 56)
+    assert build_tcm(8, 16).pad_centred and not build_elic(8, 20).pad_centred
+
+
+def test_a_stream_of_the_old_lic_tcm_network_is_refused_by_name():
+    """LIC-TCM's streams changed meaning (wiring and padding): version 1 streams are refused, not misdecoded."""
+    from fcmbench.bitstream import Container
+
+    old = Container("tcm", (64, 64), (64, 64), b"\x03\x00\x40\x00\x40", {"image": b"\x01"}, version=1).to_bytes()
+    with pytest.raises(FcmbenchError, match=r"unsupported 'tcm' bitstream version 1: this fcmbench reads version 2"):
+        TcmCodec().decode(old)

@@ -2,8 +2,9 @@
 
 A checkpoint for method M, quality Q and task model T lives at ``ROOT/M/T/qQ.pt``; ROOT is ``--checkpoints``,
 else ``$FCMBENCH_CHECKPOINTS``, else the checkpoints shipped in the package (for the embedded default).
-Published checkpoints (a bare state dict, or one under ``state_dict``) load too: their sizes are read from
-the tensors and compressai renames its older entropy-bottleneck keys.
+Published checkpoints (a bare state dict, or one under ``state_dict`` or, as TA-MSF's training code saves them,
+``model_state_dict``) load too: their sizes are read from the tensors and compressai renames its older
+entropy-bottleneck keys.
 """
 
 from __future__ import annotations
@@ -61,8 +62,11 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
     latent, channels = state["g_a.p2Encoder.0.conv1.weight"].shape[:2]
     has_context = "context_prediction.weight" in state
     if has_context == (method == "lmsfc-nocm"):
-        raise FcmbenchError(f"checkpoint {path} {'has' if has_context else 'lacks'} a context model, "
-                            f"which does not fit method {method}")
+        # the official train.py builds its "no context model" network from the context-model class
+        other = "lmsfc" if has_context else "lmsfc-nocm"
+        raise FcmbenchError(f"checkpoint {path} {'has' if has_context else 'lacks'} a context model, so it is not "
+                            f"a {method} network: it loads as method {other} (put it at "
+                            f"{checkpoint_root_of(Path(path), method, other)})")
     levels = 5 if "g_a.p6Encoder.0.weight" in state else 4
     model = build_model(method, int(channels), int(latent), levels)
     try:
@@ -73,6 +77,11 @@ def _load(path: str, _mtime: int, method: str, device: str) -> nn.Module:
     return model.eval().to(device)
 
 
+def checkpoint_root_of(path: Path, method: str, other: str) -> Path:
+    """Where the checkpoint at ``ROOT/method/T/qQ.pt`` goes to be found as method ``other``."""
+    return path.parents[2] / other / path.parent.name / path.name if path.parent.parent.name == method else path
+
+
 def read_state(path: Path | str, label: str) -> dict:
     """The weights a checkpoint file holds, under our names and dequantized: ours (``state_dict`` + info),
     a published one (a bare state dict or one under ``state_dict``), or a compact int8 one."""
@@ -80,7 +89,7 @@ def read_state(path: Path | str, label: str) -> dict:
         saved = torch.load(unpacked(Path(path)), map_location="cpu", weights_only=True)
     except Exception as err:
         raise FcmbenchError(f"{label} is not a readable checkpoint: {err}") from None
-    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
+    state = saved.get("state_dict", saved.get("model_state_dict", saved)) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise FcmbenchError(f"{label} holds no state dict")
     if "int8_scales" in saved:

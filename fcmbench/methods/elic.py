@@ -41,6 +41,7 @@ class ElicStream:
     """What both ELIC variants add for the codec: padding rule, decoder shapes, narrower channel context."""
 
     pad_multiple = 64
+    pad_centred = False  # the reference pads its test images at the bottom and right
     groups: list[int]
 
     def narrow_context(self, context: tuple[int, int], all_groups: bool) -> None:

@@ -3,8 +3,9 @@ the feature methods that code each FPN level as an image (``elic-feat``, ``mfiba
 
 An image network is a CompressAI ``CompressionModel`` with ``compress``/``decompress``, a ``pad_multiple``
 and ``stream_shape(height, width)`` (what ``decompress`` needs besides the strings, rebuilt from the padded
-size so the stream need not carry it). Images are zero-padded at the bottom and right to ``pad_multiple``,
-as the ELIC reference pads its test images; the decoder crops.
+size so the stream need not carry it). Images are zero-padded to ``pad_multiple`` the way each reference
+evaluates: at the bottom and right for ELIC, centred for LIC-TCM (its ``eval.py``), as the network's
+``pad_centred`` says; the decoder crops the same margins.
 """
 
 from __future__ import annotations
@@ -73,29 +74,40 @@ def _load(family: ImageNetwork, path: str, _mtime: int, device: str) -> nn.Modul
     return network.eval().to(device)
 
 
-def padded(image: torch.Tensor, multiple: int) -> torch.Tensor:
-    height, width = image.shape[-2:]
-    return F.pad(image, (0, -width % multiple, 0, -height % multiple))
+def margins(height: int, width: int, multiple: int, centred: bool) -> tuple[int, int, int, int]:
+    """Zero margins (left, right, top, bottom) that pad a ``height`` x ``width`` image to ``multiple``; centred
+    puts the odd pixel at the right and bottom, as LIC-TCM's evaluation does."""
+    extra_h, extra_w = -height % multiple, -width % multiple
+    top, left = (extra_h // 2, extra_w // 2) if centred else (0, 0)
+    return left, extra_w - left, top, extra_h - top
 
 
-def compress_image(network: nn.Module, image: torch.Tensor) -> list[bytes]:
-    """Float ``[3, H, W]`` in [0, 1] -> the network's strings (one per entropy-coded tensor)."""
-    x = padded(image[None].float(), network.pad_multiple)
+def padded(image: torch.Tensor, multiple: int, centred: bool = False) -> torch.Tensor:
+    return F.pad(image, margins(*image.shape[-2:], multiple, centred))
+
+
+def compress_image(network: nn.Module, image: torch.Tensor, centred: bool | None = None) -> list[bytes]:
+    """Float ``[3, H, W]`` in [0, 1] -> the network's strings (one per entropy-coded tensor). ``centred``
+    overrides the network's own padding rule."""
+    centred = network.pad_centred if centred is None else centred
+    x = padded(image[None].float(), network.pad_multiple, centred)
     with torch.inference_mode(), one_thread():
         out = network.compress(x)
     return [strings[0] for strings in out["strings"]]
 
 
-def decompress_image(network: nn.Module, strings: list[bytes], size: tuple[int, int]) -> torch.Tensor:
+def decompress_image(network: nn.Module, strings: list[bytes], size: tuple[int, int],
+                     centred: bool | None = None) -> torch.Tensor:
     height, width = size
-    multiple = network.pad_multiple
-    shape = network.stream_shape(height + -height % multiple, width + -width % multiple)
+    centred = network.pad_centred if centred is None else centred
+    left, right, top, bottom = margins(height, width, network.pad_multiple, centred)
+    shape = network.stream_shape(height + top + bottom, width + left + right)
     with torch.inference_mode(), one_thread():
         try:
             x_hat = network.decompress([[s] for s in strings], shape)["x_hat"]
         except (RuntimeError, ValueError, IndexError) as err:
             raise FcmbenchError(f"corrupt bitstream: the image does not decode ({err})") from None
-    return x_hat[0, :, :height, :width].clamp(0, 1).float()
+    return x_hat[0, :, top:top + height, left:left + width].clamp(0, 1).float()
 
 
 def join_strings(strings: list[bytes]) -> bytes:
@@ -175,10 +187,11 @@ class LearnedImageCodec(Codec):
         strings = compress_image(self.network(quality), x)
         size = tuple(x.shape[-2:])
         header = struct.pack(">B", quality) + SIZE.pack(*size)
-        return Container(self.name, size, size, header, {"image": join_strings(strings)}).to_bytes()
+        return Container(self.name, size, size, header, {"image": join_strings(strings)},
+                         self.stream_version).to_bytes()
 
     def decode(self, data: bytes) -> torch.Tensor:
-        box = Container.from_bytes(data, expected_codec=self.name)
+        box = Container.from_bytes(data, self.name, self.stream_version)
         reader = Reader(box.header)
         quality, = reader.unpack(">B")
         size = reader.unpack(SIZE.format)

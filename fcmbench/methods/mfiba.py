@@ -463,3 +463,4 @@ class MfibaTcmCodec(MfibaCodec):
     anchor = TcmFeatCodec
     family = TcmFeatCodec.family
     base = TcmFeatCodec.base
+    stream_version = TcmFeatCodec.stream_version

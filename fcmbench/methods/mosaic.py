@@ -170,7 +170,7 @@ class TiledFeatureCodec(Codec):
             header += short_string(level.name) + LEVEL.pack(lay.channels, lay.height, lay.width, lay.rows, lay.cols,
                                                             level.quality, level.low, level.high)
             segments[level.name] = join_strings(level.strings)
-        return Container(self.name, x.original_size, x.input_size, header, segments).to_bytes()
+        return Container(self.name, x.original_size, x.input_size, header, segments, self.stream_version).to_bytes()
 
     def read_levels(self, box: Container) -> list[CodedLevel]:
         reader, levels = Reader(box.header), []
@@ -189,7 +189,7 @@ class TiledFeatureCodec(Codec):
         return levels
 
     def decode(self, data: bytes) -> FeatureSet:
-        box = Container.from_bytes(data, expected_codec=self.name)
+        box = Container.from_bytes(data, self.name, self.stream_version)
         decoded = {}
         for level in self.read_levels(box):
             mosaic = decompress_image(self.network(level.quality), level.strings, level.layout.size)
@@ -198,7 +198,7 @@ class TiledFeatureCodec(Codec):
 
     def stream_info(self, data: bytes) -> dict:
         """The base-codec quality of each level."""
-        box = Container.from_bytes(data, expected_codec=self.name)
+        box = Container.from_bytes(data, self.name, self.stream_version)
         return {"qualities": {level.name: level.quality for level in self.read_levels(box)}}
 
 

@@ -38,6 +38,7 @@ class TcmCodec(LearnedImageCodec):
     name = "tcm"
     display_name = "LIC-TCM (image)"
     family = TCM
+    stream_version = 2  # 1: SWAtten's branches swapped and bottom/right padding (not the reference's network)
 
 
 class TcmFeatCodec(TiledFeatureCodec):
@@ -47,3 +48,4 @@ class TcmFeatCodec(TiledFeatureCodec):
     display_name = "LIC-TCM (tiled features)"
     family = TCM
     base = "tcm-feat"
+    stream_version = 2  # 1: SWAtten's branches swapped and bottom/right padding (not the reference's network)

@@ -13,8 +13,9 @@ layers and entropy models:
   prediction (LRP).
 
 Key names and shapes are those of the published checkpoints (``N`` = 64/96/128 for small/medium/large,
-``M`` = 320), so they load as they are. Inputs must be padded to ``pad_multiple`` = 128 by the caller: the
-Swin windows must tile every feature map (8x8 at 1/16 in SWAtten, 4x4 at 1/32 in the hyper-synthesis).
+``M`` = 320), so they load as they are. Inputs must be padded to ``pad_multiple`` = 128 by the caller (centred,
+as the reference evaluates: ``pad_centred``): the Swin windows must tile every feature map (8x8 at 1/16 in
+SWAtten, 4x4 at 1/32 in the hyper-synthesis).
 
 Widths that are ours: the reference hard-codes the z channels (192), the context transforms' hidden widths
 (224, 128) and the SWAtten inner width (128) whatever ``N`` is; here they are the defaults of
@@ -163,9 +164,9 @@ class SwinPair(nn.Module):
 class SWAtten(AttentionBlock):
     """CompressAI's attention block on a squeezed width ``inner``, with Swin blocks as its non-local part.
 
-    1x1 in -> ``inner``; out = conv_a(swin(x)) * sigmoid(conv_b(x)) + x; 1x1 ``inner`` -> in. The Swin pair feeds
-    the trunk branch ``conv_a``, not the sigmoid mask ``conv_b``: our reading of the paper, not checked against
-    the reference code (the layout is the same either way; only the published weights' behaviour depends on it).
+    1x1 in -> ``inner``; out = conv_a(x) * sigmoid(conv_b(swin(x))) + x; 1x1 ``inner`` -> in. The Swin pair
+    feeds the sigmoid mask branch ``conv_b``, as in the reference code (``models/tcm.py`` of jmliu206/LIC_TCM);
+    the parity tests against ``../shared/reference/parity/lic-tcm`` fail if the branches are swapped.
     """
 
     def __init__(self, channels: int, inner: int, head_dim: int, window: int) -> None:
@@ -176,8 +177,8 @@ class SWAtten(AttentionBlock):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.in_conv(x)
-        a = self.conv_a(self.non_local_block(x))
-        b = self.conv_b(x)
+        a = self.conv_a(x)
+        b = self.conv_b(self.non_local_block(x))
         return self.out_conv(a * torch.sigmoid(b) + x)
 
 
@@ -195,6 +196,7 @@ class TCMNet(CompressionModel):
     """LIC-TCM with a channel-wise autoregressive entropy model; inputs padded to ``pad_multiple``."""
 
     pad_multiple = 128
+    pad_centred = True  # the reference's eval.py pads centred
 
     def __init__(self, config: Sequence[int] = (2, 2, 2, 2, 2, 2), head_dim: Sequence[int] = (8, 16, 32, 32, 16, 8),
                  drop_path_rate: float = 0.0, N: int = 128, M: int = 320, num_slices: int = 5,

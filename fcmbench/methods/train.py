@@ -214,7 +214,7 @@ def train_image_network(config: TrainConfig, family: ImageNetwork, train: list[t
         return image_rate_distortion(model, torch.stack([random_crop(train[i], generator) for i in chosen]), lam)
 
     def val_loss() -> float:
-        batches = [padded(image[None], model.pad_multiple) for image in val]
+        batches = [padded(image[None], model.pad_multiple, model.pad_centred) for image in val]
         return sum(image_rate_distortion(model, x, lam)[0].item() for x in batches) / max(1, len(val))
 
     history = fit(model, config, step_loss, val_loss)
