@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import warnings
@@ -26,6 +27,17 @@ def stdout_console() -> Console:
     """Tables stay readable when piped (rich would otherwise wrap them at 80 columns)."""
     plain = Console()
     return plain if plain.is_terminal else Console(width=160)
+
+
+def share(text: str) -> float:
+    """A share of the uncompressed accuracy, in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1 (e.g. 0.8)")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--bd-method", default="pchip", choices=["pchip", "cubic"])
     report.add_argument("--monotone", action="store_true",
                         help="for BD-rates, drop points that do not beat every cheaper point (listed in the note)")
+    report.add_argument("--meaningful-from", type=share, default=0.8, metavar="SHARE",
+                        help="a BD-rate whose accuracy overlap stays below this share of the uncompressed (raw) "
+                             "accuracy is marked 'low-accuracy regime' (default 0.8)")
+    report.add_argument("--bootstrap", type=int, default=200, metavar="N",
+                        help="resamples of the seeded paired bootstrap over images behind every 95%% interval "
+                             "(default 200; 0 turns intervals off)")
 
     train = commands.add_parser("train", help="train a learned codec (feature or image) or MFIBA's predictor")
     train.add_argument("method", choices=TRAINABLE)
@@ -173,6 +191,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 def cmd_report(args: argparse.Namespace) -> None:
     from fcmbench.reports.html import render_report
+    from fcmbench.reports.intervals import point_resamples, with_accuracy_intervals, with_bd_intervals
     from fcmbench.reports.tables import (
         bd_table,
         choose_anchor,
@@ -185,16 +204,23 @@ def cmd_report(args: argparse.Namespace) -> None:
     )
 
     runs = args.runs or [args.out]
+    if args.bootstrap < 0:
+        raise FcmbenchError(f"--bootstrap {args.bootstrap}: give a number of resamples >= 0 (0 turns intervals off)")
     rd = rd_table(runs)
+    samples = point_resamples(runs, args.bootstrap) if args.bootstrap else {}
+    rd = with_accuracy_intervals(rd, samples)
     anchor = choose_anchor(rd, args.anchor)
     bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone,
-                  own_anchors=own_anchors(sorted(set(rd["method"])))) if anchor else None
+                  own_anchors=own_anchors(sorted(set(rd["method"]))),
+                  meaningful_from=args.meaningful_from) if anchor else None
+    if bd is not None:
+        bd = with_bd_intervals(bd, rd, samples, args.bd_method, args.monotone)
     levels = level_table(runs, rd)
     written = write_tables(rd, bd, args.out)
     levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
     written.append(args.out / "levels.csv")
     history = provenance(runs)
-    page = render_report(rd, bd, levels, history, anchor, args.bd_method, args.out)
+    page = render_report(rd, bd, levels, history, anchor, args.bd_method, args.out, args.meaningful_from)
     out = stdout_console()
     for note in sorted({w for run in history for w in run.get("warnings", [])}):
         out.print(f"[bold yellow]warning:[/] {note}")

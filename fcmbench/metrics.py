@@ -27,6 +27,12 @@ def bd_rate(anchor_rate: Sequence[float], anchor_acc: Sequence[float], test_rate
     log10(rate) is interpolated as a function of accuracy (piecewise cubic Hermite, or the VCEG-M33 cubic
     polynomial) and averaged over the accuracy interval both curves cover.
     """
+    return bd_rate_over(anchor_rate, anchor_acc, test_rate, test_acc, method)[0]
+
+
+def bd_rate_over(anchor_rate: Sequence[float], anchor_acc: Sequence[float], test_rate: Sequence[float],
+                 test_acc: Sequence[float], method: str = "pchip") -> tuple[float, float, float]:
+    """The BD-rate and the accuracy interval (low, high) it integrates over."""
     if method not in BD_METHODS:
         raise ValueError(f"unknown BD method {method!r}; use one of {', '.join(BD_METHODS)}")
     anchor = _checked_curve(anchor_rate, anchor_acc, "anchor")
@@ -39,7 +45,7 @@ def bd_rate(anchor_rate: Sequence[float], anchor_acc: Sequence[float], test_rate
             f"test {test[1].min():.4f}..{test[1].max():.4f})")
     mean_anchor = _integral(*anchor, low, high, method) / (high - low)
     mean_test = _integral(*test, low, high, method) / (high - low)
-    return float((10 ** (mean_test - mean_anchor) - 1) * 100)
+    return float((10 ** (mean_test - mean_anchor) - 1) * 100), float(low), float(high)
 
 
 def _checked_curve(rate: Sequence[float], acc: Sequence[float], which: str) -> tuple[np.ndarray, np.ndarray]:

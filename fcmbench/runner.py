@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fcmbench import registry
+from fcmbench.bootstrap import pack_matches
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions, file_digest, load_image
 from fcmbench.datasets.shapes import default_cache
@@ -234,9 +235,10 @@ class Runner:
                     continue
                 rows = store.items(setup, method, rate.label, image_ids)
                 results = [p for row in rows for p in row["predictions"]]
-                metrics = self.dataset.evaluate(results, image_ids, iou_types)
+                metrics, matches = self.dataset.evaluate_matched(results, image_ids, iou_types)
                 store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
-                                     8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics)
+                                     8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics,
+                                     pack_matches(matches) if matches else b"")
 
 
 _worker_runner: Runner | None = None

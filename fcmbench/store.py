@@ -21,7 +21,7 @@ CREATE TABLE IF NOT EXISTS items (
     stream_info TEXT, PRIMARY KEY (setup, method, rate, image_id));
 CREATE TABLE IF NOT EXISTS evaluations (
     setup TEXT, method TEXT, rate TEXT, image_set TEXT, rate_value REAL, n_images INTEGER,
-    bits INTEGER, pixels INTEGER, metrics TEXT, evaluated_at TEXT,
+    bits INTEGER, pixels INTEGER, metrics TEXT, evaluated_at TEXT, matches BLOB,
     PRIMARY KEY (setup, method, rate, image_set));
 CREATE TABLE IF NOT EXISTS producers (
     setup TEXT, method TEXT, rate TEXT, identity TEXT, PRIMARY KEY (setup, method, rate));
@@ -72,11 +72,13 @@ class Store:
             raise FcmbenchError(f"results store {self.path} is not a readable SQLite file: {err}") from None
 
     def _add_missing_columns(self) -> None:
-        """Stores written before ``stream_info`` existed gain the column (empty for their items)."""
-        columns = {row[1] for row in self.db.execute("PRAGMA table_info(items)")}
-        if "stream_info" not in columns:
-            with self.db:
-                self.db.execute("ALTER TABLE items ADD COLUMN stream_info TEXT")
+        """Stores written before ``stream_info`` or ``matches`` existed gain the column (empty for their rows;
+        an evaluation without matches is redone by the next run, which computes no item again)."""
+        for table, column, kind in (("items", "stream_info", "TEXT"), ("evaluations", "matches", "BLOB")):
+            columns = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in columns:
+                with self.db:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
@@ -137,16 +139,19 @@ class Store:
         return [dict(image_id=i, pixels=p, bytes=b, predictions=json.loads(pr)) for i, p, b, pr in rows if i in wanted]
 
     def has_evaluation(self, setup: str, method: str, rate: str, image_set: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM evaluations WHERE setup=? AND method=? AND rate=? AND image_set=?",
-                              (setup, method, rate, image_set)).fetchone()
+        """Evaluated, with the matching the bootstrap resamples (an empty blob: the dataset gives none)."""
+        row = self.db.execute("SELECT 1 FROM evaluations WHERE setup=? AND method=? AND rate=? AND image_set=? "
+                              "AND matches IS NOT NULL", (setup, method, rate, image_set)).fetchone()
         return row is not None
 
     def add_evaluation(self, setup: str, method: str, rate: str, image_set: str, rate_value: float,
-                       n_images: int, bits: int, pixels: int, metrics: dict[str, float]) -> None:
+                       n_images: int, bits: int, pixels: int, metrics: dict[str, float], matches: bytes = b"") -> None:
         with self.db:
-            self.db.execute("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            self.db.execute("INSERT OR REPLACE INTO evaluations (setup, method, rate, image_set, rate_value, "
+                            "n_images, bits, pixels, metrics, evaluated_at, matches) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (setup, method, rate, image_set, rate_value, n_images, bits, pixels,
-                             json.dumps(metrics), now()))
+                             json.dumps(metrics), now(), matches))
 
     def query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
         self.db.row_factory = sqlite3.Row

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from fcmbench.bootstrap import Matches
 from fcmbench.errors import FcmbenchError
 
 
@@ -39,9 +40,15 @@ class Dataset(ABC):
     @abstractmethod
     def items(self) -> list[DatasetItem]: ...
 
-    @abstractmethod
     def evaluate(self, results: list[dict], image_ids: list[int], iou_types: tuple[str, ...]) -> dict[str, float]:
         """Metrics of COCO-format ``results`` over ``image_ids``."""
+        return self.evaluate_matched(results, image_ids, iou_types)[0]
+
+    def evaluate_matched(self, results: list[dict], image_ids: list[int],
+                         iou_types: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Matches]]:
+        """The metrics and, per IoU type, the per-image matching behind them (the report's bootstrap resamples
+        it); a dataset without COCO-style matching returns no tables and its points get no intervals."""
+        return self.evaluate(results, image_ids, iou_types), {}
 
     def describe(self) -> str:
         return self.name

@@ -7,9 +7,11 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from fcmbench.bootstrap import Matches
 from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions
 from fcmbench.errors import FcmbenchError
 
@@ -56,14 +58,17 @@ class CocoDataset(Dataset):
     def describe(self) -> str:
         return f"{self.name} ({self.images_dir}, {self.annotations_file.name})"
 
-    def evaluate(self, results: list[dict], image_ids: list[int], iou_types: tuple[str, ...]) -> dict[str, float]:
+    def evaluate_matched(self, results: list[dict], image_ids: list[int],
+                         iou_types: tuple[str, ...]) -> tuple[dict[str, float], dict[str, Matches]]:
         metrics: dict[str, float] = {}
+        matches: dict[str, Matches] = {}
         for iou_type in iou_types:
             if iou_type not in self.iou_types:
                 continue
             scored = [r for r in results if _has(r, iou_type)]
-            metrics.update(evaluate_coco(self.coco, scored, image_ids, iou_type))
-        return metrics
+            values, matches[iou_type] = evaluate_coco_matched(self.coco, scored, image_ids, iou_type)
+            metrics.update(values)
+        return metrics, matches
 
 
 def _has(result: dict, iou_type: str) -> bool:
@@ -72,9 +77,15 @@ def _has(result: dict, iou_type: str) -> bool:
 
 def evaluate_coco(gt: COCO, results: list[dict], image_ids: list[int], iou_type: str) -> dict[str, float]:
     """pycocotools' COCOeval on ``image_ids``; no detections at all is an AP of 0, as COCO defines it."""
+    return evaluate_coco_matched(gt, results, image_ids, iou_type)[0]
+
+
+def evaluate_coco_matched(gt: COCO, results: list[dict], image_ids: list[int],
+                          iou_type: str) -> tuple[dict[str, float], Matches]:
+    """The metrics and the per-image matching they were accumulated from (for the bootstrap)."""
     names = KEYPOINT_STAT_NAMES if iou_type == "keypoints" else STAT_NAMES
     if not results:
-        return {f"{iou_type}_{n}": 0.0 for n in names}
+        return {f"{iou_type}_{n}": 0.0 for n in names}, unmatched(gt, sorted(image_ids), iou_type)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         evaluator = COCOeval(gt, dt, iou_type)
@@ -84,7 +95,51 @@ def evaluate_coco(gt: COCO, results: list[dict], image_ids: list[int], iou_type:
         evaluator.summarize()
     # COCOeval reports -1 where a size range has no ground truth; keep that as "not available".
     stats = evaluator.stats[: len(names)]
-    return {f"{iou_type}_{n}": (float(v) if v >= 0 else float("nan")) for n, v in zip(names, stats, strict=True)}
+    metrics = {f"{iou_type}_{n}": (float(v) if v >= 0 else float("nan")) for n, v in zip(names, stats, strict=True)}
+    return metrics, match_table(evaluator)
+
+
+def match_table(evaluator: COCOeval) -> Matches:
+    """``evaluateImg``'s outcome for the area range "all" (the first) and the largest detection budget, in the
+    order pycocotools accumulates it."""
+    params = evaluator.params
+    areas, images, budget = len(params.areaRng), len(params.imgIds), params.maxDets[-1]
+    thresholds = len(params.iouThrs)
+    n_gt = np.zeros((len(params.catIds), images), dtype=np.int64)
+    parts = []
+    for k in range(len(params.catIds)):
+        found = [(i, e) for i in range(images) if (e := evaluator.evalImgs[k * areas * images + i]) is not None]
+        for i, e in found:
+            n_gt[k, i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
+        scores = np.concatenate([e["dtScores"][:budget] for _, e in found] or [np.zeros(0)])
+        order = np.argsort(-scores, kind="mergesort")  # as pycocotools' accumulate
+        image = np.concatenate([np.full(len(e["dtScores"][:budget]), i) for i, e in found] or [np.zeros(0, int)])
+        matched = np.concatenate([e["dtMatches"][:, :budget] > 0 for _, e in found] or [np.zeros((thresholds, 0))],
+                                 axis=1)
+        ignored = np.concatenate([e["dtIgnore"][:, :budget] for _, e in found] or [np.zeros((thresholds, 0))],
+                                 axis=1)
+        parts.append((np.full(len(order), k), image[order], matched[:, order], ignored[:, order]))
+    return Matches(np.asarray(params.imgIds), n_gt, np.concatenate([p[0] for p in parts]).astype(np.int64),
+                   np.concatenate([p[1] for p in parts]).astype(np.int64),
+                   np.concatenate([p[2] for p in parts], axis=1).astype(bool),
+                   np.concatenate([p[3] for p in parts], axis=1).astype(bool))
+
+
+def unmatched(gt: COCO, image_ids: list[int], iou_type: str) -> Matches:
+    """No detections: only the ground truth that counts (not crowd; for keypoints, with keypoints)."""
+    categories = sorted(gt.getCatIds())
+    n_gt = np.zeros((len(categories), len(image_ids)), dtype=np.int64)
+    for i, image_id in enumerate(image_ids):
+        for ann in gt.loadAnns(gt.getAnnIds(imgIds=[image_id])):
+            counts = not ann.get("iscrowd", 0) and not ann.get("ignore", 0)
+            if iou_type == "keypoints":
+                counts = counts and ann.get("num_keypoints", 0) > 0
+            if counts and ann["category_id"] in categories:
+                n_gt[categories.index(ann["category_id"]), i] += 1
+    thresholds = 10
+    empty = np.zeros(0, dtype=np.int64)
+    return Matches(np.asarray(image_ids), n_gt, empty, empty, np.zeros((thresholds, 0), bool),
+                   np.zeros((thresholds, 0), bool))
 
 
 def load_ground_truth(path: Path) -> COCO:

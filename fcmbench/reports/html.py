@@ -17,7 +17,14 @@ from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from fcmbench import __version__  # noqa: E402
-from fcmbench.reports.tables import KEYS, headline_metrics, metric_columns, published_points  # noqa: E402
+from fcmbench.reports.tables import (  # noqa: E402
+    KEYS,
+    MEANINGFUL_FROM,
+    headline_metrics,
+    metric_columns,
+    overlap_text,
+    published_points,
+)
 
 METRIC_TITLES = {"bbox_mAP": "box mAP@[.5:.95]", "bbox_mAP50": "box mAP@0.5", "segm_mAP": "mask mAP@[.5:.95]",
                  "keypoints_mAP": "keypoint mAP@[.5:.95]"}
@@ -90,14 +97,16 @@ def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
 
 
 def render_report(rd: pd.DataFrame, bd: pd.DataFrame | None, levels: pd.DataFrame, runs: list[dict],
-                  anchor: str | None, bd_method: str, out: Path) -> Path:
+                  anchor: str | None, bd_method: str, out: Path, meaningful_from: float = MEANINGFUL_FROM) -> Path:
     env = Environment(loader=PackageLoader("fcmbench.reports", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["num"] = _num
     env.filters["pct"] = _pct
+    env.filters["overlap"] = overlap_text
     metrics = [m for m in headline_metrics(rd) if rd[m].notna().any()]
     html = env.get_template("report.html.j2").render(
         sections=build_sections(rd, levels), metrics=metrics, bd=None if bd is None else bd.to_dict("records"),
-        anchor=anchor, bd_method=bd_method, runs=runs, published=published_points(rd), version=__version__,
+        anchor=anchor, bd_method=bd_method, meaningful_from=meaningful_from, runs=runs, published=published_points(rd),
+        version=__version__,
         generated=datetime.now(UTC).isoformat(timespec="seconds"),
         warnings=sorted({w for run in runs for w in run.get("warnings", [])}))
     path = out / "report.html"

@@ -13,10 +13,16 @@ from rich.table import Table
 
 from fcmbench.bitstream import HEADER_KEY
 from fcmbench.errors import FcmbenchError
-from fcmbench.metrics import BDRateUnavailable, bd_rate, bpp
+from fcmbench.metrics import BDRateUnavailable, bd_rate_over, bpp
 from fcmbench.store import Store
 
 ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
+UNCOMPRESSED = "raw"  # the lossless point: the accuracy a BD-rate's overlap is measured against
+MEANINGFUL_FROM = 0.8
+LOW_ACCURACY = "low-accuracy regime"
+BD_COLUMNS = ["setup", "dataset", "task_model", "method", "anchor", "metric", "bd_rate_pct", "ci_low", "ci_high",
+              "resamples", "overlap_low", "overlap_high", "uncompressed", "overlap_share", "regime",
+              "anchor_points", "test_points", "note"]
 KEYS = ["dataset", "task_model", "setup"]
 PUBLISHED_COLUMNS = ["dataset", "task_model", "method", "rate", "n_images", "bpp"]
 
@@ -191,23 +197,52 @@ def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
 
 
 def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: list[str] | None = None,
-             monotone: bool = False, own_anchors: dict[str, str] | None = None) -> pd.DataFrame:
+             monotone: bool = False, own_anchors: dict[str, str] | None = None,
+             meaningful_from: float = MEANINGFUL_FROM) -> pd.DataFrame:
     """BD-rate of every method against ``anchor``, per setup and accuracy metric; a reason where none exists.
     ``monotone`` drops the points that do not raise accuracy above every cheaper point (and says which).
-    ``own_anchors`` adds, for a method built on another (MFIBA on its tiled base codec), rows against that one."""
+    ``own_anchors`` adds, for a method built on another (MFIBA on its tiled base codec), rows against that one.
+    Each BD-rate carries the accuracy interval it integrates over and, against the uncompressed accuracy of its
+    setup, its regime: an overlap whose top stays below ``meaningful_from`` of it is a low-accuracy comparison."""
     metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP") if m in rd.columns]
     rows = []
-    for (dataset, task_model, _), group in rd.groupby(KEYS):
+    for (dataset, task_model, setup), group in rd.groupby(KEYS):
         for method, curve in group.groupby("method"):
             for against in dict.fromkeys((anchor, (own_anchors or {}).get(method))):
                 if against is None or against == method or (against != anchor and against not in set(group["method"])):
                     continue
                 base = group[group["method"] == against]
                 for metric in metrics:
-                    rows.append({"dataset": dataset, "task_model": task_model, "method": method, "anchor": against,
-                                 "metric": metric, **_bd_cell(base, curve, metric, bd_method, monotone)})
-    return pd.DataFrame(rows, columns=["dataset", "task_model", "method", "anchor", "metric", "bd_rate_pct",
-                                       "anchor_points", "test_points", "note"])
+                    cell = _bd_cell(base, curve, metric, bd_method, monotone)
+                    rows.append({"setup": setup, "dataset": dataset, "task_model": task_model, "method": method,
+                                 "anchor": against,
+                                 "metric": metric, **cell,
+                                 **regime(cell, uncompressed_accuracy(group, metric), meaningful_from)})
+    return pd.DataFrame(rows, columns=BD_COLUMNS)
+
+
+def uncompressed_accuracy(group: pd.DataFrame, metric: str) -> float:
+    """The accuracy of the setup's lossless ``raw`` point (NaN when the run had none)."""
+    lossless = group.loc[group["method"] == UNCOMPRESSED, metric].dropna()
+    return float(lossless.max()) if len(lossless) else math.nan
+
+
+def regime(cell: dict, uncompressed: float, meaningful_from: float) -> dict:
+    """Whether a BD-rate's overlap reaches ``meaningful_from`` of the uncompressed accuracy."""
+    share = cell["overlap_high"] / uncompressed if uncompressed > 0 else math.nan
+    if math.isnan(cell["bd_rate_pct"]):
+        label = ""
+    elif math.isnan(share):
+        label = f"unknown: no uncompressed point ({UNCOMPRESSED}) in this setup"
+    elif share < meaningful_from:
+        label = LOW_ACCURACY
+    else:
+        label = "meaningful"
+    return {"uncompressed": uncompressed, "overlap_share": share, "regime": label}
+
+
+def is_low_accuracy(row: dict | pd.Series) -> bool:
+    return row["regime"] == LOW_ACCURACY
 
 
 def own_anchors(methods: list[str]) -> dict[str, str]:
@@ -241,15 +276,16 @@ def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: st
         base, dropped_base = monotone_envelope(base, metric)
         curve, dropped_test = monotone_envelope(curve, metric)
         dropped = [f"anchor {r}" for r in dropped_base] + dropped_test
-    used = {"anchor_points": " ".join(base["rate"]), "test_points": " ".join(curve["rate"])}
+    used = {"anchor_points": " ".join(base["rate"]), "test_points": " ".join(curve["rate"]),
+            "overlap_low": math.nan, "overlap_high": math.nan}
     if base.empty:
         return {"bd_rate_pct": math.nan, **used, "note": "anchor has no results for this dataset and task model"}
     try:
-        value = bd_rate(base["bpp"], base[metric], curve["bpp"], curve[metric], bd_method)
+        value, low, high = bd_rate_over(base["bpp"], base[metric], curve["bpp"], curve[metric], bd_method)
     except BDRateUnavailable as reason:
         return {"bd_rate_pct": math.nan, **used, "note": str(reason)}
     note = f"monotone fit dropped {', '.join(dropped)}" if dropped else ""
-    return {"bd_rate_pct": round(value, 3), **used, "note": note}
+    return {"bd_rate_pct": round(value, 3), **used, "overlap_low": low, "overlap_high": high, "note": note}
 
 
 def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[Path]:
@@ -264,12 +300,44 @@ def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[P
                         *headline_metrics(rd)]]
                 .to_markdown(index=False, floatfmt=".4f")]
     if bd is not None:
+        bd = bd.drop(columns="setup")
         bd.to_csv(out / "bd_rate.csv", index=False, float_format="%.6g")
         written.append(out / "bd_rate.csv")
         markdown += ["", f"## BD-rate against {bd['anchor'].iloc[0] if len(bd) else '-'} (%)", "",
-                     bd.to_markdown(index=False, floatfmt="+.2f")]
+                     "A BD-rate whose accuracy overlap stays below the stated share of the uncompressed accuracy "
+                     f"is marked *{LOW_ACCURACY}*: it compares the curves where the task has lost most of its "
+                     "accuracy. The interval is the 95 % paired bootstrap interval over images.", "",
+                     markdown_bd(bd)]
     (out / "report.md").write_text("\n".join(markdown) + "\n")
     return [*written, out / "report.md"]
+
+
+def bd_text(row: dict | pd.Series) -> str:
+    """A BD-rate as a reader should see it: its interval, and a low-accuracy comparison said in words."""
+    if math.isnan(row["bd_rate_pct"]):
+        return "n/a"
+    text = f"{row['bd_rate_pct']:+.2f}"
+    if not math.isnan(row.get("ci_low", math.nan)):
+        text += f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    return f"({LOW_ACCURACY}) {text}" if is_low_accuracy(row) else text
+
+
+def overlap_text(row: dict | pd.Series) -> str:
+    if math.isnan(row["overlap_low"]):
+        return ""
+    text = f"{row['overlap_low']:.4f}..{row['overlap_high']:.4f}"
+    if not math.isnan(row["overlap_share"]):
+        text += f" ({100 * row['overlap_low'] / row['uncompressed']:.0f}-{100 * row['overlap_share']:.0f} %)"
+    return text
+
+
+def markdown_bd(bd: pd.DataFrame) -> str:
+    table = pd.DataFrame({"dataset": bd["dataset"], "task model": bd["task_model"], "method": bd["method"],
+                          "against": bd["anchor"], "metric": bd["metric"],
+                          "BD-rate % [95 % CI]": [bd_text(r) for _, r in bd.iterrows()],
+                          "accuracy overlap (of uncompressed)": [overlap_text(r) for _, r in bd.iterrows()],
+                          "regime": bd["regime"], "note": bd["note"]})
+    return table.to_markdown(index=False)
 
 
 def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:
@@ -285,13 +353,14 @@ def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) ->
         console.print(table)
     if bd is None or bd.empty:
         return
-    table = Table(title="BD-rate (negative = fewer bits for the same accuracy)")
-    for column in ["dataset", "task_model", "method", "against", "metric", "BD-rate %", "note"]:
+    table = Table(title="BD-rate (negative = fewer bits for the same accuracy; [95 % bootstrap interval])")
+    for column in ["dataset", "task_model", "method", "against", "metric", "BD-rate %", "accuracy overlap",
+                   "note"]:
         table.add_column(column)
     for _, row in bd.iterrows():
-        value = "n/a" if math.isnan(row["bd_rate_pct"]) else f"{row['bd_rate_pct']:+.2f}"
-        table.add_row(row["dataset"], row["task_model"], row["method"], row["anchor"], row["metric"], value,
-                      row["note"])
+        value = bd_text(row)
+        table.add_row(row["dataset"], row["task_model"], row["method"], row["anchor"], row["metric"],
+                      f"[dim]{value}[/]" if is_low_accuracy(row) else value, overlap_text(row), row["note"])
     console.print(table)
 
 
