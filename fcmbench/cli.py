@@ -112,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
     fit.add_argument("--threads", type=int, help="CPU threads for torch")
 
+    evaluate = commands.add_parser("evaluate", help="score detection files the way a dataset's official tool does")
+    evaluate.add_argument("benchmark", choices=["kitti"], help="kitti: the devkit's 2D AP|R40 and AP|R11")
+    evaluate.add_argument("--labels", required=True, type=Path, help="folder of KITTI label_2 files (ground truth)")
+    evaluate.add_argument("--detections", required=True, type=Path,
+                          help="folder of KITTI-format detection files of the same names (score as 16th field)")
+    evaluate.add_argument("--split-file", type=Path, help="frame ids to evaluate, one a line (default: every label)")
+    evaluate.add_argument("--json", type=Path, help="also write the APs (0-100) to this JSON file")
+
     train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
     train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
     train_task.add_argument("--epochs", type=int, default=10)
@@ -203,6 +211,28 @@ def cmd_report(args: argparse.Namespace) -> None:
         out.print("no BD-rate: no anchor given (--anchor NAME) and none of vtm-feature, vtm-image, quant was run")
     out.print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
     out.print(f"report: {page.resolve()}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from fcmbench.kitti_eval import LEVELS, evaluate_folders
+
+    result = evaluate_folders(args.labels, args.detections, args.split_file)
+    table = Table(title=f"KITTI 2D detection ({args.detections})")
+    table.add_column("class")
+    for points in ("AP|R40", "AP|R11"):
+        for level in LEVELS:
+            table.add_column(f"{points} {level}", justify="right")
+    for cls in result.ap40:
+        table.add_row(cls, *[f"{result.ap40[cls][lv]:.4f}" for lv in LEVELS],
+                      *[f"{result.ap11[cls][lv]:.4f}" for lv in LEVELS])
+    stdout_console().print(table)
+    if args.json:
+        try:
+            args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+        except OSError as err:
+            raise FcmbenchError(f"cannot write --json {args.json}: {err.strerror}") from None
 
 
 def cmd_train_task(args: argparse.Namespace) -> None:
@@ -384,7 +414,7 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-            "train-task": cmd_train_task, "fit-rate-model": cmd_fit_rate_model}
+            "train-task": cmd_train_task, "evaluate": cmd_evaluate, "fit-rate-model": cmd_fit_rate_model}
 
 
 def main(argv: list[str] | None = None) -> int:
