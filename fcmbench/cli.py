@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
     run.add_argument("--annotations", type=Path, help="COCO-format annotation JSON (with --images)")
+    add_kitti_options(run)
 
     report = commands.add_parser("report", help="RD points and BD-rates of one or more runs")
     report.add_argument("--out", required=True, type=Path, help="where rd.csv and bd_rate.csv go")
@@ -128,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_kitti_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", type=Path, help="KITTI: label_2 folder (with --images)")
+    parser.add_argument("--split-file", type=Path, help="KITTI: frame ids to use, one a line (default: every image)")
+    parser.add_argument("--class-map", help="KITTI: task-model categories that are Car, Pedestrian, Cyclist: coco "
+                        "(default: COCO car, person, bicycle), kitti (1, 2, 3) or ID=Class,...")
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     out = stdout_console()
     table = Table(title="methods")
@@ -156,7 +164,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         task_model=args.task_model, weights=args.weights,
         rates=[r.strip() for r in args.rates.split(",")] if args.rates else None,
         limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
-        dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
+        dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split, args.labels,
+                                       args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers,
         redo=registry.methods.resolve(args.redo) if args.redo else [],
