@@ -143,3 +143,28 @@ def test_metrics_are_json_numbers(root):
     metrics = dataset.evaluate([], [0, 1], ("bbox",))
     json.dumps(metrics)
     assert metrics["kitti_car_mod_AP40"] == 0 and metrics["bbox_mAP"] == 0
+
+
+@pytest.mark.slow
+def test_run_and_report_on_a_kitti_folder(root, tmp_path):
+    """The issue's "done when": raw, quant and the VVC feature anchor on a KITTI-format folder, through the
+    shipped shapes_rcnn mapped onto KITTI's classes; rd.csv carries the devkit's APs and COCO mAP."""
+    import csv
+
+    from conftest import run_cli
+    from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
+
+    if not SHIPPED_WEIGHTS.is_file():
+        pytest.skip("shapes_rcnn weights not trained")
+    out = tmp_path / "out"
+    run_cli("run", "--methods", "raw,quant,vtm-feature", "--dataset", "kitti", "--data-root", root,
+            "--task-model", "shapes_rcnn", "--class-map", SHAPES_CLASS_MAP, "--out", out, "--limit", "4",
+            "--rates", "float32,4bit,8bit,qp32,qp37", "--vvenc-preset", "faster", "--device", "cpu")
+    run_cli("report", "--out", out)
+    rows = {(r["method"], r["rate"]): r for r in csv.DictReader((out / "rd.csv").open())}
+    assert set(rows) == {("raw", "float32"), ("quant", "4bit"), ("quant", "8bit"), ("vtm-feature", "qp32"),
+                         ("vtm-feature", "qp37")}
+    raw = rows["raw", "float32"]
+    assert float(raw["bbox_mAP"]) > 0.3  # the shapes detector finds the squares, circles and triangles
+    assert all(0 <= float(raw[f"kitti_{c}_mod_AP40"]) <= 100 for c in ("car", "pedestrian", "cyclist"))
+    assert "kitti_mod_AP40" in raw and "kitti_cyclist_hard_AP11" in raw
