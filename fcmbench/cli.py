@@ -121,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split-file", type=Path, help="frame ids to evaluate, one a line (default: every label)")
     evaluate.add_argument("--json", type=Path, help="also write the APs (0-100) to this JSON file")
 
+    datasets = commands.add_parser("datasets", help="check a downloaded dataset")
+    dataset_commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    check = dataset_commands.add_parser("check", help="layout and file counts of a downloaded COCO or KITTI; exit "
+                                        "2 with what is missing")
+    check.add_argument("dataset", choices=["coco", "kitti"])
+    check.add_argument("--root", required=True, type=Path, help="the folder given as --data-root to run")
+
     train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
     train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
     train_task.add_argument("--epochs", type=int, default=10)
@@ -242,6 +249,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
         except OSError as err:
             raise FcmbenchError(f"cannot write --json {args.json}: {err.strerror}") from None
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from fcmbench.datasets.check import CHECKERS, problems
+
+    if not args.root.is_dir():
+        raise FcmbenchError(f"--root {args.root} is not a folder; give the folder you downloaded {args.dataset} into")
+    checks = CHECKERS[args.dataset](args.root)
+    table = Table(title=f"{args.dataset} in {args.root}")
+    for column in ("what", "expected", "found", ""):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c.what, c.expected, c.found, "[green]ok[/]" if c.ok else "[red]missing[/]")
+    stdout_console().print(table)
+    wrong = problems(checks)
+    if wrong:
+        raise FcmbenchError(f"{args.dataset} in {args.root} is incomplete: {wrong}")
+    stdout_console().print(f"{args.dataset} in {args.root} is complete: fcmbench run --dataset {args.dataset} "
+                           f"--data-root {args.root} ...")
 
 
 def cmd_train_task(args: argparse.Namespace) -> None:
@@ -423,7 +449,8 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-            "train-task": cmd_train_task, "evaluate": cmd_evaluate, "fit-rate-model": cmd_fit_rate_model}
+            "train-task": cmd_train_task, "evaluate": cmd_evaluate,
+            "datasets": cmd_datasets, "fit-rate-model": cmd_fit_rate_model}
 
 
 def main(argv: list[str] | None = None) -> int:
