@@ -140,7 +140,8 @@ def add_kitti_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", type=Path, help="KITTI: label_2 folder (with --images)")
     parser.add_argument("--split-file", type=Path, help="KITTI: frame ids to use, one a line (default: every image)")
     parser.add_argument("--class-map", help="KITTI: task-model categories that are Car, Pedestrian, Cyclist: coco "
-                        "(default: COCO car, person, bicycle), kitti (1, 2, 3) or ID=Class,...")
+                        "(default: COCO car 3, person 1, bicycle 2; also what train-task --dataset kitti makes) or "
+                        "ID=Class,...")
 
 
 def cmd_list(args: argparse.Namespace) -> None:

@@ -36,14 +36,14 @@ def test_registered_like_coco(root):
 
 
 def test_perfect_predictions_score_like_the_devkit_and_coco(root, tmp_path):
-    dataset = kitti(DatasetOptions(root=root, class_map="kitti"))
-    results = ground_truth_as_results(dataset, {"Car": 1, "Pedestrian": 2, "Cyclist": 3})
+    dataset = kitti(DatasetOptions(root=root))
+    results = ground_truth_as_results(dataset, {"Car": 3, "Pedestrian": 1, "Cyclist": 2})
     metrics = dataset.evaluate(results, [i.image_id for i in dataset.items()], ("bbox",))
     assert metrics["bbox_mAP"] == pytest.approx(1.0)
     # the same predictions written as detection files and scored by `evaluate kitti`
     det = tmp_path / "det"
     det.mkdir()
-    names = {1: "Car", 2: "Pedestrian", 3: "Cyclist"}
+    names = {3: "Car", 1: "Pedestrian", 2: "Cyclist"}
     for item in dataset.items():
         lines = [label_line(names[r["category_id"]], (r["bbox"][0], r["bbox"][1], r["bbox"][0] + r["bbox"][2],
                                                       r["bbox"][1] + r["bbox"][3]), score=r["score"])
@@ -63,7 +63,7 @@ def test_the_coco_class_map_takes_a_coco_detectors_ids(root):
     results.append({**results[0], "category_id": 62})  # a COCO chair: not a KITTI class, dropped
     ids = [i.image_id for i in dataset.items()]
     assert dataset.evaluate(results, ids, ("bbox",))["bbox_mAP"] == pytest.approx(1.0)
-    swapped = kitti(DatasetOptions(root=root, class_map="kitti"))  # the wrong map for these ids
+    swapped = kitti(DatasetOptions(root=root, class_map="1=Car,2=Pedestrian,3=Cyclist"))  # wrong for these ids
     assert swapped.evaluate(results, ids, ("bbox",))["bbox_mAP"] < 0.5
 
 
@@ -77,8 +77,8 @@ def test_dontcare_and_van_are_crowd_regions_in_the_coco_conversion(root):
 
 
 def test_a_subset_of_frames_is_scored_on_its_own(root):
-    dataset = kitti(DatasetOptions(root=root, class_map="kitti"))
-    results = ground_truth_as_results(dataset, {"Car": 1, "Pedestrian": 2, "Cyclist": 3})
+    dataset = kitti(DatasetOptions(root=root))
+    results = ground_truth_as_results(dataset, {"Car": 3, "Pedestrian": 1, "Cyclist": 2})
     first = [r for r in results if r["image_id"] < 3]
     # predictions for frames 0..2 only, scored on frames 0..2: nothing missed
     assert dataset.evaluate(first, [0, 1, 2], ("bbox",))["bbox_mAP"] == pytest.approx(1.0)
@@ -93,6 +93,7 @@ def test_split_file_and_folders(root, tmp_path):
 
 
 @pytest.mark.parametrize(("spec", "expected"), [("coco", {3: "Car", 1: "Pedestrian", 2: "Cyclist"}),
+                                                (None, {3: "Car", 1: "Pedestrian", 2: "Cyclist"}),
                                                 (SHAPES_CLASS_MAP, {2: "Car", 1: "Pedestrian", 3: "Cyclist"}),
                                                 ("8=car", {8: "Car"})])
 def test_class_maps(spec, expected):

@@ -9,8 +9,10 @@ Pedestrian and Cyclist; ids it does not name are dropped. The default, ``coco``,
 COCO-trained detectors zero-shot: COCO car (3) -> Car, person (1) -> Pedestrian, bicycle (2) -> Cyclist. That
 is an approximation (ours): COCO's ``person`` includes sitting people and riders, its ``bicycle`` box covers
 the bicycle rather than bicycle and rider, and vans and trucks a COCO model calls ``car`` are ignored or false
-positives under the devkit's rules. ``kitti`` is ids 1, 2, 3 = Car, Pedestrian, Cyclist (a detector
-fine-tuned by ``fcmbench train-task --dataset kitti``); any other map is written ``3=Car,1=Pedestrian,...``.
+positives under the devkit's rules. The COCO conversion gives the KITTI classes those same ids, so a detector
+fine-tuned by ``fcmbench train-task --dataset kitti`` (labels 1, 2, 3 = Pedestrian, Cyclist, Car) needs no
+other map. Any other map is written ``ID=Class,...`` (``--class-map 3=Car,8=Car,1=Pedestrian,2=Cyclist``
+also takes COCO trucks as cars).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from fcmbench.datasets.coco import evaluate_coco
 from fcmbench.errors import FcmbenchError
 from fcmbench.kitti_eval import CLASSES, Objects, evaluate, parse_label_file, read_split_file
 
-CATEGORY_IDS = {name: index for index, name in enumerate(CLASSES, start=1)}  # of the COCO conversion
-CLASS_MAPS = {"coco": {3: "Car", 1: "Pedestrian", 2: "Cyclist"}, "kitti": {1: "Car", 2: "Pedestrian", 3: "Cyclist"}}
+# the COCO conversion's category ids: COCO's own for person, bicycle and car
+CATEGORY_IDS = {"Pedestrian": 1, "Cyclist": 2, "Car": 3}
+CLASS_MAPS = {"coco": {1: "Pedestrian", 2: "Cyclist", 3: "Car"}}
 # ground truth the devkit ignores for a class (cleanData's neighbouring classes), and DontCare for every class:
 # crowd annotations in the COCO conversion, which pycocotools matches by intersection over the detection's area
 COCO_IGNORED = {"van": ("Car",), "person_sitting": ("Pedestrian",), "dontcare": CLASSES}
@@ -37,7 +40,7 @@ IMAGE_SUFFIX = ".png"
 
 
 def parse_class_map(spec: str | None) -> dict[int, str]:
-    """``coco`` (default), ``kitti`` or ``ID=Class,...`` -> category id -> KITTI class."""
+    """``coco`` (default) or ``ID=Class,...`` -> category id -> KITTI class."""
     if spec is None or spec in CLASS_MAPS:
         return dict(CLASS_MAPS[spec or "coco"])
     mapping = {}
@@ -126,7 +129,8 @@ class KittiDataset(Dataset):
         coco.dataset = {"images": [{"id": i.image_id, "file_name": i.path.name, "width": i.width, "height": i.height}
                                    for i in self._items],
                         "annotations": annotations,
-                        "categories": [{"id": i, "name": n, "supercategory": "kitti"} for n, i in CATEGORY_IDS.items()]}
+                        "categories": [{"id": i, "name": n, "supercategory": "kitti"}
+                                                  for n, i in sorted(CATEGORY_IDS.items(), key=lambda c: c[1])]}
         with contextlib.redirect_stdout(io.StringIO()):
             coco.createIndex()
         return coco
