@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="its train split gives the features, val the validation")
     train.add_argument("--image-folder", type=Path,
                        help="train on a folder of unlabelled images instead (its last 16 validate)")
+    train.add_argument("--data-root", type=Path, help="dataset root (as for run; shapes: its cache by default)")
+    train.add_argument("--split-file", type=Path, help="KITTI: training frame ids, one a line")
+    train.add_argument("--val-split-file", type=Path, help="KITTI: validation frame ids (the first 16 are used)")
     train.add_argument("--no-task-loss", action="store_true",
                        help="tamsf only: rate-distortion loss alone (task networks without gradients, e.g. ONNX)")
     train.add_argument("--weights", help="task model weights (as for run)")
@@ -431,6 +434,10 @@ def train_feature_codec(args: argparse.Namespace) -> None:
                             f"{'--image-folder lacks' if args.image_folder else 'this task model cannot give'}"
                             "; use --dataset with a trainable task model, or --no-task-loss")
     train_set, train_items, train, val = training_features(args, task)
+    if task_loss and "segm" in task.iou_types and "segm" not in train_set.iou_types:
+        raise FcmbenchError(f"tamsf's detection loss of {task.name} includes its mask head, and --dataset "
+                            f"{args.dataset} has no masks; use a box-only detector (e.g. one fine-tuned by "
+                            "train-task) or --no-task-loss")
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
     config = train_config(args, path)
     targets = None
@@ -465,8 +472,14 @@ def training_images(args: argparse.Namespace) -> tuple:
     if not args.dataset:
         raise FcmbenchError("give the training images: --dataset NAME or --image-folder DIR")
     build = registry.datasets.get(args.dataset)
-    train_set = build(DatasetOptions(split="train"))
-    return train_set, train_set.items()[: args.images], build(DatasetOptions(split="val")).items()[:VALIDATION_IMAGES]
+    root = getattr(args, "data_root", None)
+    train_set = build(DatasetOptions(root=root, split="train", split_file=getattr(args, "split_file", None)))
+    val_items = build(DatasetOptions(root=root, split="val", split_file=getattr(args, "val_split_file", None))
+                      ).items()[:VALIDATION_IMAGES]
+    if {i.path for i in val_items} & {i.path for i in train_set.items()}:
+        raise FcmbenchError(f"the validation images of --dataset {args.dataset} are among its training images; "
+                            "give separate frames (KITTI: --split-file and --val-split-file)")
+    return train_set, train_set.items()[: args.images], val_items
 
 
 def cmd_fit_rate_model(args: argparse.Namespace) -> None:

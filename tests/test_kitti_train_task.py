@@ -42,3 +42,21 @@ def test_train_task_on_kitti_then_run_with_the_weights(tmp_path):
     assert state["roi_heads.box_predictor.cls_score.weight"].shape[0] == 4
     bad = run_cli("train-task", "--dataset", "kitti", "--data-root", root, "--device", "cpu", check=False)
     assert bad.returncode == 2 and "give --out FILE" in bad.stderr
+
+
+@pytest.mark.slow
+def test_train_a_codec_on_kitti_features(tmp_path):
+    """Codecs train on the features of KITTI frames named by split files (recipe step 2), here lmsfc on the
+    shapes detector's features for two steps."""
+    root = write_kitti(tmp_path / "kitti", frames=3)
+    (tmp_path / "train.txt").write_text("000000\n000001\n")
+    (tmp_path / "val.txt").write_text("000002\n")
+    common = ["--quality", "1", "--task-model", "shapes_rcnn", "--dataset", "kitti", "--data-root", root,
+              "--split-file", tmp_path / "train.txt", "--out", tmp_path / "ckpt", "--threads", "1"]
+    result = run_cli("train", "lmsfc", *common, "--val-split-file", tmp_path / "val.txt", "--steps", "2",
+                     "--batch-size", "2")
+    assert (tmp_path / "ckpt" / "lmsfc" / "shapes_rcnn" / "q1.pt").is_file(), result.stdout
+    same = run_cli("train", "lmsfc", *common, "--val-split-file", tmp_path / "train.txt", check=False)
+    assert same.returncode == 2 and "are among its training images" in same.stderr
+    masks = run_cli("train", "tamsf", *common, "--val-split-file", tmp_path / "val.txt", check=False)
+    assert masks.returncode == 2 and "has no masks" in masks.stderr and "--no-task-loss" in masks.stderr
