@@ -481,9 +481,12 @@ def evaluate(gt: Objects, det: Objects, n_frames: int, classes: Iterable[str] = 
 
 
 def evaluate_folders(labels: Path, detections: Path, split_file: Path | None = None) -> KittiResult:
-    """The devkit run as a command: KITTI label files against detection files of the same names."""
+    """The devkit run as a command: KITTI label files against detection files of the same names, in
+    ``detections`` or, as the devkit lays out a result folder, in ``detections/data``."""
     if not detections.is_dir():
         raise FcmbenchError(f"detection folder {detections} does not exist")
+    if not any(detections.glob("*.txt")) and (detections / "data").is_dir():
+        detections = detections / "data"
     ids = frame_ids_of(labels, split_file)
     return evaluate(read_objects(labels, ids, detections=False), read_objects(detections, ids, detections=True),
                     len(ids))

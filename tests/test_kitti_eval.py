@@ -320,6 +320,13 @@ def test_missing_detection_file(tmp_path):
         evaluate_folders(labels, dets)
 
 
+def test_the_devkits_result_folder_layout(tmp_path):
+    labels, dets = write(tmp_path, *base())
+    (tmp_path / "result").mkdir()
+    dets.rename(tmp_path / "result" / "data")
+    assert evaluate_folders(labels, tmp_path / "result").ap40["Car"]["hard"] == approx(100)
+
+
 def test_split_file_selects_frames(tmp_path):
     gts, dets = base()
     dets[0].append(det_line("Car", (400, 100, 500, 150), 0.805))

@@ -139,7 +139,9 @@ class KittiDataset(Dataset):
         return self._items
 
     def describe(self) -> str:
-        return f"kitti ({self.images_dir}, {len(self._items)} frames)"
+        # the class map changes the scores, so results made under another map are another setup
+        mapping = ",".join(f"{k}={v}" for k, v in sorted(self.class_map.items()))
+        return f"kitti ({self.images_dir}, {len(self._items)} frames, class map {mapping})"
 
     def kitti_results(self, results: list[dict]) -> list[dict]:
         """COCO-format results with their category mapped to the KITTI class (``kitti_class``) and to the COCO
