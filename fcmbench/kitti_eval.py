@@ -467,6 +467,11 @@ def evaluate(gt: Objects, det: Objects, n_frames: int, classes: Iterable[str] = 
     The devkit evaluates a class only if some detection of it has ``x1 >= 0`` (``loadDetections``) and
     prints nothing otherwise; here every class is reported, and one without detections scores 0.
     """
+    for objects in (gt, det):
+        # the pairing and the per-frame ranks rely on rows grouped by frame (Objects.from_rows sorts them)
+        if len(objects) and (np.any(np.diff(objects.frame) < 0) or objects.frame[-1] >= n_frames
+                             or objects.frame[0] < 0):
+            raise ValueError("Objects rows must be sorted by frame, with frames in 0..n_frames-1")
     result = KittiResult()
     for cls in classes:
         if cls not in MIN_OVERLAP:
