@@ -493,5 +493,11 @@ def evaluate_folders(labels: Path, detections: Path, split_file: Path | None = N
     if not any(detections.glob("*.txt")) and (detections / "data").is_dir():
         detections = detections / "data"
     ids = frame_ids_of(labels, split_file)
+    missing = [i for i in ids if not (detections / f"{i}.txt").is_file()]
+    if missing:
+        # the devkit stops at the first frame without a result file; say how many and what to do
+        raise FcmbenchError(f"{len(missing)} of {len(ids)} frames have no detection file in {detections} (e.g. "
+                            f"{missing[0]}.txt); write an empty file for a frame without detections, or pass "
+                            "--split-file with the frames that were detected")
     return evaluate(read_objects(labels, ids, detections=False), read_objects(detections, ids, detections=True),
                     len(ids))

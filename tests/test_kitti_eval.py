@@ -316,7 +316,7 @@ def test_ground_truth_occlusion_must_be_an_integer(tmp_path):
 def test_missing_detection_file(tmp_path):
     labels, dets = write(tmp_path, [[gt_line("Car", CAR)], []], [[], []])
     (dets / "000001.txt").unlink()
-    with pytest.raises(FcmbenchError, match=r"detection file .*000001.txt is missing.*write an empty file"):
+    with pytest.raises(FcmbenchError, match=r"1 of 2 frames have no detection file .*000001.txt.*write an empty"):
         evaluate_folders(labels, dets)
 
 
