@@ -29,15 +29,15 @@ def _examples(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_coco(root: Path) -> list[Check]:
+def check_coco(root: Path, images: int = COCO_VAL_IMAGES) -> list[Check]:
     """COCO 2017 as ``fcmbench run --dataset coco --data-root DIR`` reads it: ``val2017/`` with its 5,000
     images and ``annotations/instances_val2017.json`` naming them."""
-    checks = []
-    images = root / "val2017"
-    found = {p.name for p in images.glob("*.jpg")} if images.is_dir() else set()
+    checks, count = [], images
+    folder = root / "val2017"
+    found = {p.name for p in folder.glob("*.jpg")} if folder.is_dir() else set()
     unzip = f"download {COCO_DOWNLOADS['val2017']} and unzip it in {root}"
-    checks.append(Check("val2017/*.jpg", f"{COCO_VAL_IMAGES} images",
-                        f"{len(found)}" if images.is_dir() else "no folder", len(found) == COCO_VAL_IMAGES, unzip))
+    checks.append(Check("val2017/*.jpg", f"{count} images",
+                        f"{len(found)}" if folder.is_dir() else "no folder", len(found) == count, unzip))
     annotations = root / "annotations" / "instances_val2017.json"
     fix = f"download {COCO_DOWNLOADS['annotations']} and unzip it in {root}"
     if not annotations.is_file():
@@ -49,8 +49,8 @@ def check_coco(root: Path) -> list[Check]:
         checks.append(Check("annotations/instances_val2017.json", "COCO JSON", f"unreadable ({err})", False,
                             fix + " again"))
         return checks
-    checks.append(Check("annotations/instances_val2017.json", f"{COCO_VAL_IMAGES} images listed", str(len(listed)),
-                        len(listed) == COCO_VAL_IMAGES, fix + " again"))
+    checks.append(Check("annotations/instances_val2017.json", f"{count} images listed", str(len(listed)),
+                        len(listed) == count, fix + " again"))
     missing = sorted(listed - found)
     checks.append(Check("images the annotations list", "all present",
                         f"{len(missing)} missing" + (f" ({_examples(missing)})" if missing else ""), not missing,
@@ -58,7 +58,7 @@ def check_coco(root: Path) -> list[Check]:
     return checks
 
 
-def check_kitti(root: Path) -> list[Check]:
+def check_kitti(root: Path, frames: int = KITTI_TRAINING_FRAMES) -> list[Check]:
     """KITTI 2D object detection as ``--dataset kitti --data-root DIR`` reads it: 7,481 training images in
     ``training/image_2`` and a label file for each in ``training/label_2``."""
     checks = []
@@ -67,9 +67,9 @@ def check_kitti(root: Path) -> list[Check]:
         path = root / "training" / folder
         stems[folder] = {p.stem for p in path.glob(f"*{suffix}")} if path.is_dir() else set()
         fix = f"download {KITTI_DOWNLOADS[folder]} and unzip it in {root} (it creates training/{folder})"
-        checks.append(Check(f"training/{folder}/*{suffix}", f"{KITTI_TRAINING_FRAMES} files",
+        checks.append(Check(f"training/{folder}/*{suffix}", f"{frames} files",
                             str(len(stems[folder])) if path.is_dir() else "no folder",
-                            len(stems[folder]) == KITTI_TRAINING_FRAMES, fix))
+                            len(stems[folder]) == frames, fix))
     unlabelled = sorted(stems["image_2"] - stems["label_2"])
     if stems["image_2"] and stems["label_2"]:
         checks.append(Check("a label for every image", "all present",
