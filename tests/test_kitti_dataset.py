@@ -128,6 +128,11 @@ def test_bad_frames_are_one_clear_error(root, tmp_path, damage, message):
         kitti(DatasetOptions(root=broken))
 
 
+def test_named_splits_need_a_split_file(root):
+    with pytest.raises(FcmbenchError, match="no named split 'val': give its frame ids in a file"):
+        kitti(DatasetOptions(root=root, split="val"))
+
+
 def test_missing_layout(tmp_path):
     with pytest.raises(FcmbenchError, match="training/image_2 and training/label_2"):
         kitti(DatasetOptions(root=tmp_path))

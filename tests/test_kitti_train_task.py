@@ -58,5 +58,7 @@ def test_train_a_codec_on_kitti_features(tmp_path):
     assert (tmp_path / "ckpt" / "lmsfc" / "shapes_rcnn" / "q1.pt").is_file(), result.stdout
     same = run_cli("train", "lmsfc", *common, "--val-split-file", tmp_path / "train.txt", check=False)
     assert same.returncode == 2 and "are among its training images" in same.stderr
+    no_val = run_cli("train", "lmsfc", *common, check=False)
+    assert no_val.returncode == 2 and "--val-split-file" in no_val.stderr
     masks = run_cli("train", "tamsf", *common, "--val-split-file", tmp_path / "val.txt", check=False)
     assert masks.returncode == 2 and "has no masks" in masks.stderr and "--no-task-loss" in masks.stderr

@@ -198,6 +198,10 @@ def kitti(options: DatasetOptions) -> KittiDataset:
     else:
         raise FcmbenchError("dataset 'kitti' needs --data-root DIR (holding training/image_2 and "
                             "training/label_2) or --images DIR --labels DIR")
+    if options.split and not options.split_file:
+        # KITTI ships no named splits (training code asks for "train" and "val"): the ids must come from files
+        raise FcmbenchError(f"dataset 'kitti' has no named split {options.split!r}: give its frame ids in a file, "
+                            "one a line (--split-file; for validation in training, --val-split-file)")
     frame_ids = read_split_file(Path(options.split_file)) if options.split_file else None
     return KittiDataset(images, labels, frame_ids, parse_class_map(options.class_map))
 
