@@ -174,3 +174,16 @@ def test_run_and_report_on_a_kitti_folder(root, tmp_path):
     assert float(raw["bbox_mAP"]) > 0.3  # the shapes detector finds the squares, circles and triangles
     assert all(0 <= float(raw[f"kitti_{c}_mod_AP40"]) <= 100 for c in ("car", "pedestrian", "cyclist"))
     assert "kitti_mod_AP40" in raw and "kitti_cyclist_hard_AP11" in raw
+
+
+@pytest.mark.slow
+def test_a_malformed_label_stops_run_with_one_line(root, tmp_path):
+    from conftest import run_cli
+
+    broken = copy_root(root, tmp_path)
+    (broken / "training/label_2/000004.txt").write_text(label_line("Car", (1, 2, 3, 4)) + " 7\n")
+    result = run_cli("run", "--methods", "raw", "--dataset", "kitti", "--data-root", broken, "--out",
+                     tmp_path / "out", "--task-model", "shapes_rcnn", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "000004.txt, line 1: 16 fields, expected 15" in result.stderr
