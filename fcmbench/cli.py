@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     train_task.add_argument("--batch-size", type=int, default=4)
     train_task.add_argument("--lr", type=float, help="SGD learning rate (default 0.02 from scratch, 0.005 "
                             "fine-tuning)")
-    train_task.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda or cuda:N")
+    train_task.add_argument("--device", default="auto", help="auto (CUDA if available; shapes_rcnn: the CPU), cpu, "
+                            "cuda or cuda:N")
     train_task.add_argument("--seed", type=int, default=0)
     train_task.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return parser
@@ -295,9 +296,13 @@ def cmd_train_task(args: argparse.Namespace) -> None:
     from fcmbench.tasks.train_task import train_task
 
     if args.dataset == "shapes" and args.task_model in (None, "shapes_rcnn"):
+        from fcmbench.runner import pick_device
+
         out = args.out or Path("fcmbench/weights/shapes_rcnn.pt")
+        # the shipped weights are reproduced on the CPU: a GPU only when asked for by name
+        device = "cpu" if args.device == "auto" else pick_device(args.device)
         score = train_task(out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 0.02,
-                           seed=args.seed, threads=args.threads)
+                           seed=args.seed, threads=args.threads, device=device)
         Console().print(f"saved {out}; val box mAP@[.5:.95] = {score:.4f}")
         return
     finetune_task_model(args)
