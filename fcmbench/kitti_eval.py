@@ -243,7 +243,9 @@ def ignored_ground_truth(gt: Objects, cls: str, level: int) -> np.ndarray:
     """``cleanData`` for the ground truth: 0 = counted, 1 = ignored (a neighbouring class, Van for Car and
     Person_sitting for Pedestrian, or the class itself beyond the level's occlusion/truncation limit or at or
     below its minimum height: may be matched, is neither TP nor FN), -1 = other class (DontCare, Truck, Tram,
-    Misc, ...: not matched, so a detection on it is a false positive)."""
+    Misc, ...: not matched, so a detection on it is a false positive). The height test is the current
+    devkit's ``height<=MIN_HEIGHT``; some older copies of evaluate_object.cpp have ``<``, which differs only for
+    a box exactly 40 or 25 px high."""
     name = cls.lower()
     height = gt.box[:, 3] - gt.box[:, 1]
     hard = ((gt.occlusion > MAX_OCCLUSION[level]) | (gt.truncation > MAX_TRUNCATION[level])
