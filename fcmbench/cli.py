@@ -263,8 +263,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         for level in LEVELS:
             table.add_column(f"{points} {level}", justify="right")
     for cls in result.ap40:
-        table.add_row(cls, *[f"{result.ap40[cls][lv]:.4f}" for lv in LEVELS],
-                      *[f"{result.ap11[cls][lv]:.4f}" for lv in LEVELS])
+        table.add_row(cls, *[f"{result.ap40[cls][lv]:.6f}" for lv in LEVELS],  # %f, as the devkit prints
+                      *[f"{result.ap11[cls][lv]:.6f}" for lv in LEVELS])
     stdout_console().print(table)
     if args.json:
         try:
