@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
     run.add_argument("--annotations", type=Path, help="COCO-format annotation JSON (with --images)")
+    add_kitti_options(run)
 
     report = commands.add_parser("report", help="RD points and BD-rates of one or more runs")
     report.add_argument("--out", required=True, type=Path, help="where rd.csv and bd_rate.csv go")
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", help="its train split gives the features, val the validation")
     train.add_argument("--image-folder", type=Path,
                        help="train on a folder of unlabelled images instead (its last 16 validate)")
+    train.add_argument("--data-root", type=Path, help="dataset root (as for run; shapes: its cache by default)")
+    train.add_argument("--split-file", type=Path, help="KITTI: training frame ids, one a line")
+    train.add_argument("--val-split-file", type=Path, help="KITTI: validation frame ids (the first 16 are used)")
     train.add_argument("--no-task-loss", action="store_true",
                        help="tamsf only: rate-distortion loss alone (task networks without gradients, e.g. ONNX)")
     train.add_argument("--weights", help="task model weights (as for run)")
@@ -130,12 +134,53 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
     fit.add_argument("--threads", type=int, help="CPU threads for torch")
 
-    train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn)")
-    train_task.add_argument("--out", type=Path, default=Path("fcmbench/weights/shapes_rcnn.pt"))
+    evaluate = commands.add_parser("evaluate", help="score detection files the way a dataset's official tool does")
+    evaluate.add_argument("benchmark", choices=["kitti"], help="kitti: the devkit's 2D AP|R40 and AP|R11")
+    evaluate.add_argument("--labels", required=True, type=Path, help="folder of KITTI label_2 files (ground truth)")
+    evaluate.add_argument("--detections", required=True, type=Path,
+                          help="folder of KITTI-format detection files of the same names (score as 16th field)")
+    evaluate.add_argument("--split-file", type=Path, help="frame ids to evaluate, one a line (default: every label)")
+    evaluate.add_argument("--json", type=Path, help="also write the APs (0-100) to this JSON file")
+
+    datasets = commands.add_parser("datasets", help="check a downloaded dataset")
+    dataset_commands = datasets.add_subparsers(dest="datasets_command", required=True)
+    check = dataset_commands.add_parser("check", help="layout and file counts of a downloaded COCO or KITTI; exit "
+                                        "2 with what is missing")
+    check.add_argument("dataset", choices=["coco", "kitti"])
+    check.add_argument("--root", required=True, type=Path, help="the folder given as --data-root to run")
+
+    train_task = commands.add_parser("train-task", help="train the embedded default's detector (shapes_rcnn), or "
+                                     "fine-tune a torchvision R-CNN on a dataset (e.g. --dataset kitti)")
+    train_task.add_argument("--out", type=Path, help="weights file to write (default for shapes_rcnn: "
+                            "fcmbench/weights/shapes_rcnn.pt)")
+    train_task.add_argument("--dataset", default="shapes", help="shapes (default), kitti or coco")
+    train_task.add_argument("--task-model", help=f"shapes_rcnn (shapes), else one of {', '.join(FINETUNABLE)} "
+                            "(default faster_rcnn_r50_fpn)")
+    train_task.add_argument("--weights", help="starting weights of the fine-tuned model: torchvision's COCO weights "
+                            "(default), a local file, or none")
+    train_task.add_argument("--data-root", type=Path, help="dataset root (as for run)")
+    train_task.add_argument("--images", type=Path, help="image folder (with --labels or --annotations)")
+    train_task.add_argument("--annotations", type=Path, help="COCO-format annotation JSON (with --images)")
+    add_kitti_options(train_task)
+    train_task.add_argument("--val-split-file", type=Path, help="KITTI: frame ids to evaluate the result on")
+    train_task.add_argument("--val-images", type=int, help="evaluate on only the first N validation images")
     train_task.add_argument("--epochs", type=int, default=10)
+    train_task.add_argument("--batch-size", type=int, default=4)
+    train_task.add_argument("--lr", type=float, help="SGD learning rate (default 0.02 from scratch, 0.005 "
+                            "fine-tuning)")
+    train_task.add_argument("--device", default="auto", help="auto (CUDA if available; shapes_rcnn: the CPU), cpu, "
+                            "cuda or cuda:N")
     train_task.add_argument("--seed", type=int, default=0)
     train_task.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     return parser
+
+
+def add_kitti_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", type=Path, help="KITTI: label_2 folder (with --images)")
+    parser.add_argument("--split-file", type=Path, help="KITTI: frame ids to use, one a line (default: every image)")
+    parser.add_argument("--class-map", help="KITTI: task-model categories that are Car, Pedestrian, Cyclist: coco "
+                        "(default: COCO car 3, person 1, bicycle 2; also what train-task --dataset kitti makes) or "
+                        "ID=Class,...")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -166,7 +211,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         task_model=args.task_model, weights=args.weights,
         rates=[r.strip() for r in args.rates.split(",")] if args.rates else None,
         limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
-        dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
+        dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split, args.labels,
+                                       args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers,
         redo=registry.methods.resolve(args.redo) if args.redo else [],
@@ -231,13 +277,99 @@ def cmd_report(args: argparse.Namespace) -> None:
     out.print(f"report: {page.resolve()}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import json
+
+    from fcmbench.kitti_eval import LEVELS, evaluate_folders
+
+    result = evaluate_folders(args.labels, args.detections, args.split_file)
+    table = Table(title=f"KITTI 2D detection ({args.detections})")
+    table.add_column("class")
+    for points in ("AP|R40", "AP|R11"):
+        for level in LEVELS:
+            table.add_column(f"{points} {level}", justify="right")
+    for cls in result.ap40:
+        table.add_row(cls, *[f"{result.ap40[cls][lv]:.6f}" for lv in LEVELS],  # %f, as the devkit prints
+                      *[f"{result.ap11[cls][lv]:.6f}" for lv in LEVELS])
+    stdout_console().print(table)
+    if args.json:
+        try:
+            args.json.write_text(json.dumps(result.as_json(), indent=2) + "\n")
+        except OSError as err:
+            raise FcmbenchError(f"cannot write --json {args.json}: {err.strerror}") from None
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    from fcmbench.datasets.check import CHECKERS, problems
+
+    if not args.root.is_dir():
+        raise FcmbenchError(f"--root {args.root} is not a folder; give the folder you downloaded {args.dataset} into")
+    checks = CHECKERS[args.dataset](args.root)
+    table = Table(title=f"{args.dataset} in {args.root}")
+    for column in ("what", "expected", "found", ""):
+        table.add_column(column)
+    for c in checks:
+        table.add_row(c.what, c.expected, c.found, "[green]ok[/]" if c.ok else "[red]missing[/]")
+    stdout_console().print(table)
+    wrong = problems(checks)
+    if wrong:
+        raise FcmbenchError(f"{args.dataset} in {args.root} is incomplete: {wrong}")
+    stdout_console().print(f"{args.dataset} in {args.root} is complete: fcmbench run --dataset {args.dataset} "
+                           f"--data-root {args.root} ...")
+
+
 def cmd_train_task(args: argparse.Namespace) -> None:
     from fcmbench.tasks.train_task import train_task
 
-    score = train_task(args.out, epochs=args.epochs, seed=args.seed, threads=args.threads)
-    Console().print(f"saved {args.out}; val box mAP@[.5:.95] = {score:.4f}")
+    if args.dataset == "shapes" and args.task_model in (None, "shapes_rcnn"):
+        from fcmbench.runner import pick_device
+
+        out = args.out or Path("fcmbench/weights/shapes_rcnn.pt")
+        # the shipped weights are reproduced on the CPU: a GPU only when asked for by name
+        device = "cpu" if args.device == "auto" else pick_device(args.device)
+        score = train_task(out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 0.02,
+                           seed=args.seed, threads=args.threads, device=device)
+        Console().print(f"saved {out}; val box mAP@[.5:.95] = {score:.4f}")
+        return
+    finetune_task_model(args)
 
 
+def finetune_task_model(args: argparse.Namespace) -> None:
+    """A torchvision R-CNN fine-tuned on ``--dataset``'s boxes, then evaluated on ``--val-split-file``."""
+    from fcmbench.runner import pick_device
+    from fcmbench.tasks.base import TaskModelOptions
+    from fcmbench.tasks.train_task import evaluate_detector, finetune_model, train_task
+
+    task_model = args.task_model or "faster_rcnn_r50_fpn"
+    if task_model not in FINETUNABLE:
+        raise FcmbenchError(f"train-task fine-tunes {', '.join(FINETUNABLE)} on --dataset {args.dataset}, not "
+                            f"{task_model} (shapes_rcnn trains on shapes only)")
+    if args.out is None:
+        raise FcmbenchError("give --out FILE for the fine-tuned weights (then run with --task-model "
+                            f"{task_model} --weights FILE)")
+    device = pick_device(args.device)
+    build = registry.datasets.get(args.dataset)
+
+    def options(split_file: Path | None) -> DatasetOptions:
+        return DatasetOptions(args.data_root, args.images, args.annotations, None, args.labels, split_file,
+                              args.class_map)
+
+    train = build(options(args.split_file))
+    classes = max(c["id"] for c in train.coco.dataset["categories"])
+    train_task(args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr or 0.005, seed=args.seed,
+               threads=args.threads, train=train, evaluate=False, device=device, label=task_model,
+               build_model=lambda: finetune_model(task_model, args.weights, classes))
+    out = stdout_console()
+    out.print(f"saved {args.out}; use it with --task-model {task_model} --weights {args.out}")
+    if args.val_split_file:
+        task = registry.task_models.get(task_model)(TaskModelOptions(str(args.out), device))
+        metrics = evaluate_detector(task, build(options(args.val_split_file)), args.val_images)
+        shown = {k: v for k, v in metrics.items() if k in ("bbox_mAP", "bbox_mAP50", "kitti_mod_AP40")
+                 or k.endswith("_mod_AP40")}
+        out.print("validation: " + ", ".join(f"{k} = {v:.4f}" for k, v in shown.items()))
+
+
+FINETUNABLE = ("faster_rcnn_r50_fpn", "faster_rcnn_r50_fpn_v2")  # as fcmbench.tasks.train_task (not imported here)
 LMSFC_FAMILY = ["lmsfc", "lmsfc-nocm", "tamsf"]
 IMAGE_NETWORKS = ["elic", "tcm", "elic-feat", "tcm-feat"]
 MFIBA = ["mfiba", "mfiba-elic", "mfiba-tcm"]
@@ -333,6 +465,10 @@ def train_feature_codec(args: argparse.Namespace) -> None:
                             f"{'--image-folder lacks' if args.image_folder else 'this task model cannot give'}"
                             "; use --dataset with a trainable task model, or --no-task-loss")
     train_set, train_items, train, val = training_features(args, task)
+    if task_loss and "segm" in task.iou_types and "segm" not in train_set.iou_types:
+        raise FcmbenchError(f"tamsf's detection loss of {task.name} includes its mask head, and --dataset "
+                            f"{args.dataset} has no masks; use a box-only detector (e.g. one fine-tuned by "
+                            "train-task) or --no-task-loss")
     path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
     config = train_config(args, path)
     targets = None
@@ -367,8 +503,14 @@ def training_images(args: argparse.Namespace) -> tuple:
     if not args.dataset:
         raise FcmbenchError("give the training images: --dataset NAME or --image-folder DIR")
     build = registry.datasets.get(args.dataset)
-    train_set = build(DatasetOptions(split="train"))
-    return train_set, train_set.items()[: args.images], build(DatasetOptions(split="val")).items()[:VALIDATION_IMAGES]
+    root = getattr(args, "data_root", None)
+    train_set = build(DatasetOptions(root=root, split="train", split_file=getattr(args, "split_file", None)))
+    val_items = build(DatasetOptions(root=root, split="val", split_file=getattr(args, "val_split_file", None))
+                      ).items()[:VALIDATION_IMAGES]
+    if {i.path for i in val_items} & {i.path for i in train_set.items()}:
+        raise FcmbenchError(f"the validation images of --dataset {args.dataset} are among its training images; "
+                            "give separate frames (KITTI: --split-file and --val-split-file)")
+    return train_set, train_set.items()[: args.images], val_items
 
 
 def cmd_fit_rate_model(args: argparse.Namespace) -> None:
@@ -410,7 +552,8 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd_train,
-            "train-task": cmd_train_task, "fit-rate-model": cmd_fit_rate_model}
+            "train-task": cmd_train_task, "evaluate": cmd_evaluate,
+            "datasets": cmd_datasets, "fit-rate-model": cmd_fit_rate_model}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,9 @@ class DatasetOptions:
     images: Path | None = None
     annotations: Path | None = None
     split: str | None = None
+    labels: Path | None = None  # KITTI: label_2 folder (with images)
+    split_file: Path | None = None  # KITTI: frame ids, one a line
+    class_map: str | None = None  # KITTI: which task-model categories are Car, Pedestrian, Cyclist
 
 
 class Dataset(ABC):

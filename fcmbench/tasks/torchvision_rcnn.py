@@ -128,7 +128,9 @@ def build(name: str, builder: Callable, weights_enum, options: TaskModelOptions,
         model = builder(weights=None, weights_backbone=None, **kwargs)
         weights_id, notes = "random-seed0", (RANDOM_WEIGHTS_WARNING,)
     elif options.weights:
-        model = builder(weights=None, weights_backbone=None, **kwargs)
+        classes = local_classes(Path(options.weights))
+        # a detector fine-tuned by train-task (e.g. on KITTI) has fewer classes than COCO's 91
+        model = builder(weights=None, weights_backbone=None, **({"num_classes": classes} if classes else {}), **kwargs)
         weights_id = load_local_weights(model, Path(options.weights), name)
     else:
         weights = weights_enum.DEFAULT
@@ -141,6 +143,19 @@ def build(name: str, builder: Callable, weights_enum, options: TaskModelOptions,
             ) from None
         weights_id = f"{weights}:{hashlib.sha256(weights.url.encode()).hexdigest()[:16]}"
     return TorchvisionRCNN(name, model, weights_id, options.device, notes)
+
+
+def local_classes(path: Path) -> int | None:
+    """The number of classes (background included) of a local R-CNN state dict, or None if it does not say
+    (load_local_weights then explains what is wrong with the file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - reported by load_local_weights
+        return None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    weight = state.get("roi_heads.box_predictor.cls_score.weight") if isinstance(state, dict) else None
+    return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else None
 
 
 def load_local_weights(model: torch.nn.Module, path: Path, name: str) -> str:
