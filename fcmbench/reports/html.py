@@ -27,7 +27,8 @@ from fcmbench.reports.tables import (  # noqa: E402
 )
 
 METRIC_TITLES = {"bbox_mAP": "box mAP@[.5:.95]", "bbox_mAP50": "box mAP@0.5", "segm_mAP": "mask mAP@[.5:.95]",
-                 "keypoints_mAP": "keypoint mAP@[.5:.95]"}
+                 "keypoints_mAP": "keypoint mAP@[.5:.95]",
+                 "kitti_mod_AP40": "KITTI moderate AP|R40 (mean of Car, Pedestrian, Cyclist; 0-100)"}
 plt.rcParams["svg.fonttype"] = "path"  # text as outlines: no fonts needed, and no markup from names
 
 

@@ -178,12 +178,12 @@ def cttc_table(rd: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_columns(rd: pd.DataFrame) -> list[str]:
-    return [c for c in rd.columns if c.split("_")[0] in ("bbox", "segm", "keypoints")]
+    return [c for c in rd.columns if c.split("_")[0] in ("bbox", "segm", "keypoints", "kitti")]
 
 
 def headline_metrics(rd: pd.DataFrame) -> list[str]:
     """mAP and mAP50 of each task: the columns tables show (rd.csv keeps all)."""
-    return [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50"))]
+    return [m for m in metric_columns(rd) if m.endswith(("_mAP", "_mAP50")) or m == "kitti_mod_AP40"]
 
 
 def choose_anchor(rd: pd.DataFrame, anchor: str | None) -> str | None:
@@ -204,7 +204,7 @@ def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: l
     ``own_anchors`` adds, for a method built on another (MFIBA on its tiled base codec), rows against that one.
     Each BD-rate carries the accuracy interval it integrates over and, against the uncompressed accuracy of its
     setup, its regime: an overlap whose top stays below ``meaningful_from`` of it is a low-accuracy comparison."""
-    metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP") if m in rd.columns]
+    metrics = metrics or [m for m in ("bbox_mAP", "segm_mAP", "keypoints_mAP", "kitti_mod_AP40") if m in rd.columns]
     rows = []
     for (dataset, task_model, setup), group in rd.groupby(KEYS):
         for method, curve in group.groupby("method"):
@@ -337,7 +337,7 @@ def markdown_bd(bd: pd.DataFrame) -> str:
                           "BD-rate % [95 % CI]": [bd_text(r) for _, r in bd.iterrows()],
                           "accuracy overlap (of uncompressed)": [overlap_text(r) for _, r in bd.iterrows()],
                           "regime": bd["regime"], "note": bd["note"]})
-    return table.to_markdown(index=False)
+    return table.to_markdown(index=False, disable_numparse=True)  # "+1.50" stays as written
 
 
 def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:
