@@ -262,7 +262,7 @@ def cmd_report(args: argparse.Namespace) -> None:
     if bd is not None:
         bd = with_bd_intervals(bd, rd, samples, args.bd_method, args.monotone)
     levels = level_table(runs, rd)
-    written = write_tables(rd, bd, args.out)
+    written = write_tables(rd, bd, args.out, anchor)
     levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
     written.append(args.out / "levels.csv")
     history = provenance(runs)

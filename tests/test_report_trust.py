@@ -104,6 +104,9 @@ def test_a_bd_rate_over_the_low_accuracy_regime_is_marked_in_every_output(tmp_pa
     assert "(low-accuracy regime) -50.00" in (tmp_path / "report.md").read_text()
     html = (tmp_path / "report.html").read_text()
     assert 'class="low-accuracy"' in html and "<strong>low-accuracy regime</strong>" in html
+    summary = html[html.index('id="summary-table"'):html.index('id="bd-table"')]
+    assert summary.count('class="grey-cell"') == 1 and "(low-accuracy regime) -50.00" in summary
+    assert "## Summary" in (tmp_path / "report.md").read_text()
     lower = bd_rows(tmp_path, "--bootstrap", "0", "--meaningful-from", f"{share - 0.01:.3f}")
     assert lower[("half", "bbox_mAP")]["regime"] == "meaningful"
     result = run_cli("report", "--out", tmp_path, "--meaningful-from", "80", check=False)

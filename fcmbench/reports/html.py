@@ -20,10 +20,12 @@ from fcmbench import __version__  # noqa: E402
 from fcmbench.reports.tables import (  # noqa: E402
     KEYS,
     MEANINGFUL_FROM,
+    UNCOMPRESSED,
     headline_metrics,
     metric_columns,
     overlap_text,
     published_points,
+    summary_rows,
 )
 
 METRIC_TITLES = {"bbox_mAP": "box mAP@[.5:.95]", "bbox_mAP50": "box mAP@0.5", "segm_mAP": "mask mAP@[.5:.95]",
@@ -40,11 +42,45 @@ def svg(figure: plt.Figure) -> str:
     return text[text.index("<svg"):]
 
 
+# methods of one family share a palette, so a reader finds the family first and the member by its marker
+FAMILIES = {"anchors": (("raw", "quant", "vtm-feature", "vtm-image"), "Greys"),
+            "L-MSFC": (("lmsfc", "lmsfc-nocm", "tamsf"), "Blues"),
+            "ELIC": (("elic", "elic-feat", "mfiba-elic", "mfiba"), "Greens"),
+            "LIC-TCM": (("tcm", "tcm-feat", "mfiba-tcm"), "Oranges")}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+
+
+def method_styles(methods: list[str]) -> dict[str, tuple]:
+    """Colour and marker per method: family palettes for the built-ins, a qualitative palette for the rest."""
+    styles, others = {}, [m for m in methods if not any(m in names for names, _ in FAMILIES.values())]
+    for names, palette in FAMILIES.values():
+        present = [m for m in names if m in methods]
+        for k, (method, colour) in enumerate(zip(present, sns.color_palette(palette, len(present) + 2)[2:],
+                                                 strict=True)):
+            styles[method] = (colour, MARKERS[k % len(MARKERS)])
+    for k, (method, colour) in enumerate(zip(others, sns.color_palette("tab10", len(others)), strict=True)):
+        styles[method] = (colour, MARKERS[(k + 4) % len(MARKERS)])
+    return styles
+
+
 def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
-    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    """Every method's curve, styled by family, the legend outside the axes, and the lossless accuracy (``raw``)
+    as a reference line rather than a point."""
+    figure, axes = plt.subplots(figsize=(7.6, 4.2))
     data = group.dropna(subset=[metric]).sort_values("bpp")
-    sns.lineplot(data=data, x="bpp", y=metric, hue="method", style="method", markers=True, dashes=False,
-                 sort=False, ax=axes, markersize=7, estimator=None)
+    curves = data[data["method"] != UNCOMPRESSED]
+    styles = method_styles(sorted(curves["method"].unique()))
+    for method, curve in curves.groupby("method", sort=True):
+        colour, marker = styles[method]
+        axes.plot(curve["bpp"], curve[metric], marker=marker, color=colour, label=method, markersize=6,
+                  markeredgecolor="black", markeredgewidth=0.4)
+        if f"{metric}_lo" in curve and curve[f"{metric}_lo"].notna().any():
+            axes.vlines(curve["bpp"], curve[f"{metric}_lo"], curve[f"{metric}_hi"], color=colour, alpha=0.5,
+                        linewidth=1)
+    lossless = data.loc[data["method"] == UNCOMPRESSED, metric]
+    if len(lossless):
+        axes.axhline(float(lossless.max()), color="black", linestyle="--", linewidth=1,
+                     label=f"uncompressed ({lossless.max():.3f})")
     axes.set_xscale("log")
     # labels at 1, 2 and 5 per decade, plainly written: matplotlib's default minor labels overlap
     axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -52,7 +88,7 @@ def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set(xlabel="bits per pixel (log scale)", ylabel=METRIC_TITLES.get(metric, metric), title=title)
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(title="method", fontsize=8)
+    axes.legend(title="method (bars: 95 % interval)", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
     return svg(figure)
 
 
@@ -106,6 +142,7 @@ def render_report(rd: pd.DataFrame, bd: pd.DataFrame | None, levels: pd.DataFram
     metrics = [m for m in headline_metrics(rd) if rd[m].notna().any()]
     html = env.get_template("report.html.j2").render(
         sections=build_sections(rd, levels), metrics=metrics, bd=None if bd is None else bd.to_dict("records"),
+        summary=summary_rows(rd, bd, anchor)[0],
         anchor=anchor, bd_method=bd_method, meaningful_from=meaningful_from, runs=runs, published=published_points(rd),
         version=__version__,
         generated=datetime.now(UTC).isoformat(timespec="seconds"),

@@ -288,14 +288,16 @@ def _bd_cell(base: pd.DataFrame, curve: pd.DataFrame, metric: str, bd_method: st
     return {"bd_rate_pct": round(value, 3), **used, "overlap_low": low, "overlap_high": high, "note": note}
 
 
-def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path) -> list[Path]:
+def write_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, out: Path, anchor: str | None = None) -> list[Path]:
     """rd.csv, bd_rate.csv, cttc.csv and report.md; returns the paths written."""
     out.mkdir(parents=True, exist_ok=True)
     public = rd.drop(columns=["setup", "evaluated_at", "source"])
     public.to_csv(out / "rd.csv", index=False, float_format="%.6g")
     cttc_table(rd).to_csv(out / "cttc.csv", index=False, float_format="%.4f")
     written = [out / "rd.csv", out / "cttc.csv"]
-    markdown = ["# fcmbench report", "", "## RD points", "",
+    summary = summary_rows(rd, bd, anchor)[0]
+    markdown = ["# fcmbench report", "", f"## Summary (BD-rate against {anchor or '-'}, % [95 % interval])", "",
+                markdown_summary(summary), "", "## RD points", "",
                 public[["dataset", "task_model", "method", "rate", "n_images", "bpp",
                         *headline_metrics(rd)]]
                 .to_markdown(index=False, floatfmt=".4f")]
@@ -329,6 +331,40 @@ def overlap_text(row: dict | pd.Series) -> str:
     if not math.isnan(row["overlap_share"]):
         text += f" ({100 * row['overlap_low'] / row['uncompressed']:.0f}-{100 * row['overlap_share']:.0f} %)"
     return text
+
+
+def summary_rows(rd: pd.DataFrame, bd: pd.DataFrame | None, anchor: str | None) -> list[dict]:
+    """The report at a glance: per setup and method, its bpp range and, per BD metric, its best accuracy (as a
+    share of the uncompressed one) and its BD-rate against ``anchor`` with the interval, marked when it only
+    covers the low-accuracy regime."""
+    metrics = list(dict.fromkeys(bd["metric"])) if bd is not None and len(bd) else headline_metrics(rd)[:1]
+    rows = []
+    for (dataset, task_model, setup), group in rd.groupby(KEYS):
+        for method, curve in group.groupby("method"):
+            cells = []
+            for metric in metrics:
+                best = curve[metric].max() if metric in curve else math.nan
+                reference = uncompressed_accuracy(group, metric) if metric in group else math.nan
+                match = None if bd is None else bd[(bd["setup"] == setup) & (bd["method"] == method)
+                                                   & (bd["anchor"] == anchor) & (bd["metric"] == metric)]
+                row = match.iloc[0] if match is not None and len(match) else None
+                cells.append({"best": best, "share": best / reference if reference > 0 else math.nan,
+                              "bd": "" if row is None else bd_text(row),
+                              "low": row is not None and is_low_accuracy(row)})
+            rows.append({"dataset": dataset, "task_model": task_model, "method": method,
+                         "bpp": f"{curve['bpp'].min():.4g}–{curve['bpp'].max():.4g}", "cells": cells})
+    return [{"metrics": metrics, "rows": rows}]
+
+
+def markdown_summary(summary: dict) -> str:
+    table = pd.DataFrame([{"dataset": r["dataset"], "task model": r["task_model"], "method": r["method"],
+                           "bpp": r["bpp"],
+                           **{f"best {m}": "n/a" if math.isnan(c["best"]) else
+                              f"{c['best']:.4f}" + ("" if math.isnan(c["share"]) else f" ({100 * c['share']:.0f} %)")
+                              for m, c in zip(summary["metrics"], r["cells"], strict=True)},
+                           **{f"BD {m}": c["bd"] for m, c in zip(summary["metrics"], r["cells"], strict=True)}}
+                          for r in summary["rows"]])
+    return table.to_markdown(index=False, disable_numparse=True)
 
 
 def markdown_bd(bd: pd.DataFrame) -> str:
