@@ -39,8 +39,15 @@ def test_published_report_covers_every_method():
     bd = pd.read_csv(RESULTS / "bd_rate.csv")
     built_in = [name for name, entry in registry.methods._entry_points().items() if entry.value.startswith("fcmbench.")]
     methods = set(registry.methods.without_aliases(built_in))
-    assert methods <= set(rd["method"])
+    # methods whose published points rest on a network since corrected are withdrawn, and the README says so
+    withdrawn_line = next(line for line in (RESULTS / "README.md").read_text().splitlines()
+                          if line.startswith("Withdrawn until rerun:"))
+    withdrawn = set(re.findall(r"`([a-z0-9-]+)`", withdrawn_line))
+    assert methods - withdrawn <= set(rd["method"]) and not withdrawn & set(rd["method"])
     against_anchor = bd[(bd["anchor"] == "vtm-feature") & (bd["metric"] == "bbox_mAP")]
-    assert set(against_anchor["method"]) == set(rd["method"]) - {"vtm-feature"}
-    # every BD cell holds a number or says why there is none
+    assert set(against_anchor["method"]) == set(rd["method"]) - {"vtm-feature", "raw"}
+    # every BD cell holds a number or says why there is none, and every number says whether it is meaningful
     assert (against_anchor["bd_rate_pct"].notna() | against_anchor["note"].notna()).all()
+    numbers = against_anchor[against_anchor["bd_rate_pct"].notna()]
+    assert numbers["regime"].isin(["meaningful", "low-accuracy regime"]).all()
+    assert ((numbers["overlap_share"] < 0.8) == (numbers["regime"] == "low-accuracy regime")).all()

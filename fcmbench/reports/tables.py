@@ -208,6 +208,8 @@ def bd_table(rd: pd.DataFrame, anchor: str, bd_method: str = "pchip", metrics: l
     rows = []
     for (dataset, task_model, setup), group in rd.groupby(KEYS):
         for method, curve in group.groupby("method"):
+            if method == UNCOMPRESSED:  # the reference every comparison is measured against, not a curve
+                continue
             for against in dict.fromkeys((anchor, (own_anchors or {}).get(method))):
                 if against is None or against == method or (against != anchor and against not in set(group["method"])):
                     continue
