@@ -9,6 +9,8 @@ published table have no per-image data and get no interval.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +35,15 @@ def point_resamples(sources: list[Path], resamples: int, seed: int = SEED) -> di
                              "AND length(matches) > 0 ORDER BY evaluated_at"):
             key = (r["setup"], r["method"], r["rate"])
             points[key] = (unpack_matches(r["matches"]), sizes.get(key, {}))  # the newest evaluation wins
-    out = {}
+    jobs = {}
     for setup in {key[0] for key in points}:
         mine = {key: value for key, value in points.items() if key[0] == setup}
         images = np.unique(np.concatenate([m.image_ids for matches, _ in mine.values() for m in matches.values()]))
         counts = resample_counts(len(images), resamples, seed)
-        for key, (matches, sizes) in mine.items():
-            out[key] = resampled_point(matches, sizes, images, counts)
-    return out
+        jobs |= {key: (matches, sizes, images, counts) for key, (matches, sizes) in mine.items()}
+    # numpy releases the GIL in the accumulation's array work: threads use every core
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        return dict(zip(jobs, pool.map(lambda job: resampled_point(*job), jobs.values()), strict=True))
 
 
 def resampled_point(matches: dict, sizes: dict[int, tuple[int, int]], images: np.ndarray,
