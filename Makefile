@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install checkpoints
+.PHONY: demo test install checkpoints refit-lic-tcm
 
 # The shipped embedded-default checkpoints of the learned feature codecs (latent width 16, int8 kernels to stay
 # small). Quality 4 is trained first and each lower quality starts from the one above it, then quality 4 once
@@ -83,3 +83,19 @@ checkpoints-%: $(STAMP)
 	    --init fcmbench/checkpoints/$*/shapes_rcnn/q$$((q + 1)).pt || exit 1; done
 	# quality 4 once more, from quality 3: as long a lineage as the others (alone it fell below quality 3)
 	$(TRAIN) $* --quality 4 --lmbda $(top_lambda) --steps 1500 --init fcmbench/checkpoints/$*/shapes_rcnn/q3.pt
+
+# How the shipped LIC-TCM checkpoints were re-fitted when SWAtten's wiring was corrected to the reference's
+# (2026-12-05): each quality fine-tuned 300 steps from its previous weights (g_a and g_s were unchanged by the
+# fix; the entropy model re-adapts), then MFIBA refitted on them. `make checkpoints-tcm checkpoints-mfiba-tcm`
+# retrains them from scratch instead (about 3 h on 2 cores).
+LIC_TCM_BEFORE := b1357e5
+refit-lic-tcm: $(STAMP)
+	mkdir -p runs/lic-tcm-before
+	for q in 3 4 5 6; do git show $(LIC_TCM_BEFORE):fcmbench/checkpoints/tcm/images/q$$q.pt > runs/lic-tcm-before/tcm-q$$q.pt; \
+	  $(TRAIN_IMAGE) tcm --quality $$q --steps 300 --init runs/lic-tcm-before/tcm-q$$q.pt || exit 1; done
+	for point in $(TILED_LAMBDAS); do q=$${point%%:*}; \
+	  git show $(LIC_TCM_BEFORE):fcmbench/checkpoints/tcm-feat/shapes_rcnn/q$$q.pt > runs/lic-tcm-before/tcm-feat-q$$q.pt; \
+	  $(TRAIN_TILED) tcm-feat --quality $$q --lmbda $${point##*:} --steps 300 \
+	    --init runs/lic-tcm-before/tcm-feat-q$$q.pt || exit 1; done
+	$(BIN)/fcmbench fit-rate-model mfiba-tcm $(MFIBA_ARGS)
+	$(BIN)/fcmbench train mfiba-tcm --steps 600 --lr 1e-3 $(MFIBA_ARGS)
