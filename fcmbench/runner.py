@@ -158,11 +158,14 @@ class Runner:
                    if (todo := [(m, r) for m, r in plan if (m, r.label, item.image_id) not in done])]
         with self._progress() as progress:
             bar = progress.add_task("items", total=total, completed=total - sum(len(t) for _, t in pending))
+            log = None if self.console.is_terminal else PointLog(self.console, pending, total)
             results = self._in_workers(pending) if self.config.workers > 1 else self._here(pending, progress, bar)
             for result in results:
                 store.add_item(setup, result)
                 computed += 1
                 progress.advance(bar)
+                if log:
+                    log.finished(result.method, result.rate)
         self.evaluate(store, setup)
         return computed
 
@@ -239,6 +242,29 @@ class Runner:
                 store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
                                      8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics,
                                      pack_matches(matches) if matches else b"")
+
+
+class PointLog:
+    """Without a terminal (a log file, CI) the live bar shows nothing: one line per finished (method, rate point)
+    instead, with the items done, the time elapsed and an estimate of the time left."""
+
+    def __init__(self, console: Console, pending: list[tuple[DatasetItem, list]], total: int) -> None:
+        self.console, self.total, self.start, self.computed = console, total, time.monotonic(), 0
+        self.left: dict[tuple[str, str], int] = {}
+        for _, todo in pending:
+            for method, rate in todo:
+                self.left[method, rate.label] = self.left.get((method, rate.label), 0) + 1
+        self.done = total - sum(self.left.values())
+
+    def finished(self, method: str, rate: str) -> None:
+        self.done += 1
+        self.computed += 1
+        self.left[method, rate] -= 1
+        if self.left[method, rate] == 0:
+            elapsed = time.monotonic() - self.start
+            remaining = elapsed / self.computed * (self.total - self.done)
+            self.console.print(f"{method} {rate} done: {self.done}/{self.total} items, {elapsed:.0f} s elapsed, "
+                               f"about {remaining:.0f} s left", highlight=False)
 
 
 _worker_runner: Runner | None = None

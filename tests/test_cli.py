@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 
@@ -62,15 +63,18 @@ def test_run_report_and_resume(tmp_path, tiny_coco):
 
 def test_rates_filter_and_bits_match_bitstreams(tmp_path, tiny_coco):
     out = tmp_path / "run"
-    run_cli("run", "--methods", "quant", "--rates", "4bit", "--out", out, *coco_args(tiny_coco), "--limit", "2")
+    result = run_cli("run", "--methods", "quant", "--rates", "4bit,8bit", "--out", out, *coco_args(tiny_coco),
+                     "--limit", "2")
+    # piped, not a terminal: one progress line per finished (method, rate point)
+    assert re.findall(r"quant (\w+) done: (\d)/4 items", result.stderr) == [("4bit", "3"), ("8bit", "4")]
     with sqlite3.connect(out / "results.sqlite") as db:
         items = db.execute("SELECT rate, bytes, bytes_per_level, pixels FROM items").fetchall()
-        evaluation = db.execute("SELECT bits, pixels FROM evaluations").fetchone()
-    assert {r[0] for r in items} == {"4bit"}
+        evaluation = db.execute("SELECT bits, pixels FROM evaluations WHERE rate = '4bit'").fetchone()
+    assert {r[0] for r in items} == {"4bit", "8bit"}
     for _, size, per_level, _ in items:
         levels = json.loads(per_level)
         assert sum(levels.values()) == size and {"0", "1", "2", "3", "pool", "_header"} == set(levels)
-    assert evaluation == (8 * sum(r[1] for r in items), sum(r[3] for r in items))
+    assert evaluation == (8 * sum(r[1] for r in items if r[0] == "4bit"), sum(r[3] for r in items if r[0] == "4bit"))
 
 
 @pytest.mark.parametrize(("args", "message"), [
