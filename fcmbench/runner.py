@@ -246,10 +246,13 @@ class Runner:
 
 class PointLog:
     """Without a terminal (a log file, CI) the live bar shows nothing: one line per finished (method, rate point)
-    instead, with the items done, the time elapsed and an estimate of the time left."""
+    instead, with the items done, the time elapsed and an estimate of the time left, and at least one line every
+    ``every`` seconds (images are run one after another, so points tend to finish together at the end)."""
 
-    def __init__(self, console: Console, pending: list[tuple[DatasetItem, list]], total: int) -> None:
+    def __init__(self, console: Console, pending: list[tuple[DatasetItem, list]], total: int,
+                 every: float = 30.0) -> None:
         self.console, self.total, self.start, self.computed = console, total, time.monotonic(), 0
+        self.every, self.last = every, self.start
         self.left: dict[tuple[str, str], int] = {}
         for _, todo in pending:
             for method, rate in todo:
@@ -260,11 +263,13 @@ class PointLog:
         self.done += 1
         self.computed += 1
         self.left[method, rate] -= 1
-        if self.left[method, rate] == 0:
-            elapsed = time.monotonic() - self.start
-            remaining = elapsed / self.computed * (self.total - self.done)
-            self.console.print(f"{method} {rate} done: {self.done}/{self.total} items, {elapsed:.0f} s elapsed, "
+        now = time.monotonic()
+        if self.left[method, rate] == 0 or now - self.last >= self.every:
+            what = f"{method} {rate} done" if self.left[method, rate] == 0 else f"{method} {rate} running"
+            remaining = (now - self.start) / self.computed * (self.total - self.done)
+            self.console.print(f"{what}: {self.done}/{self.total} items, {now - self.start:.0f} s elapsed, "
                                f"about {remaining:.0f} s left", highlight=False)
+            self.last = now
 
 
 _worker_runner: Runner | None = None
