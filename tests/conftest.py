@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,17 @@ def tiny_coco(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tiny") / "split"
     write_split(folder, count=6, seed=123)
     return folder / "images", folder / "annotations.json"
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """The machine is shared (and the parity fixtures were recorded on one thread): torch computes on one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def run_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

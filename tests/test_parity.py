@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,17 +33,10 @@ PARITY = SHARED / "reference" / "parity"
 TOLERANCE = 1e-4  # the fixtures' READMEs; wavefront decodes measured within 4e-6 (L-MSFC) and 3.2e-5 (TA-MSF)
 TAMSF = "tamsf_C32_N16_M16_seed1234"
 
-pytestmark = [pytest.mark.shared,
+pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(not PARITY.is_dir(), reason=f"{PARITY} is absent (the reference-parity fixtures)")]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The fixtures were recorded on one thread; the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def max_abs(a, b) -> float:

@@ -2,7 +2,6 @@
 
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,18 +11,10 @@ import torch.nn.functional as F
 from fcmbench.methods.tcm_net import TCMNet, WindowAttention
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+pytestmark = pytest.mark.usefixtures("one_thread")
 # tiny widths; two blocks per stage so W-MSA and SW-MSA both run in every stage, two heads per Swin block
 TINY = {"N": 8, "M": 24, "num_slices": 3, "head_dim": (4,) * 6, "hyper_channels": 16, "cc_widths": (16, 16),
         "atten_width": 16, "atten_head_dim": 8, "hyper_head_dim": 4}
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """The machine is shared: these tests compute on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smooth_image(height: int, width: int, seed: int = 1) -> torch.Tensor:
