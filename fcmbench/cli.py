@@ -273,6 +273,8 @@ def cmd_report(args: argparse.Namespace) -> None:
     print_tables(rd, bd, out)
     if anchor is None:
         out.print("no BD-rate: no anchor given (--anchor NAME) and none of vtm-feature, vtm-image, quant was run")
+    elif bd.empty:
+        out.print(f"no BD-rate: no method besides the anchor {anchor} and the uncompressed reference raw")
     out.print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
     out.print(f"report: {page.resolve()}")
 
