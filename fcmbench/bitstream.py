@@ -16,7 +16,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
+from fcmbench.limits import check_image_size
 
 MAGIC = b"FCMB"
 VERSION = 1
@@ -38,6 +39,8 @@ class Container:
         if len(self.segments) > 255:
             raise ValueError("a container holds at most 255 segments")
         parts.append(struct.pack(">B", len(self.segments)))
+        if HEADER_KEY in self.segments:
+            raise ValueError(f"{HEADER_KEY!r} is reserved for the header's bytes in bytes_per_segment")
         for name, payload in self.segments.items():
             parts.append(short_string(name) + struct.pack(">I", len(payload)) + payload)
         return b"".join(parts)
@@ -46,21 +49,26 @@ class Container:
     def from_bytes(cls, data: bytes, expected_codec: str | None = None) -> Container:
         reader = Reader(data)
         if reader.take(4) != MAGIC:
-            raise FcmbenchError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
+            raise BitstreamError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
         version = reader.unpack(">B")[0]
         if version != VERSION:
-            raise FcmbenchError(f"unsupported bitstream version {version} (this fcmbench reads {VERSION})")
+            raise BitstreamError(f"unsupported bitstream version {version} (this fcmbench reads {VERSION})")
         codec = reader.short_string()
         if expected_codec is not None and codec != expected_codec:
-            raise FcmbenchError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
+            raise BitstreamError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
         oh, ow, ih, iw = reader.unpack(">4H")
+        # the task network's back scales boxes and pastes masks at these sizes: check them like any size field
+        check_image_size((oh, ow), "original image")
+        check_image_size((ih, iw), "network input")
         header = reader.take(reader.unpack(">I")[0])
         segments = {}
         for _ in range(reader.unpack(">B")[0]):
             name = reader.short_string()
+            if name in segments or name == HEADER_KEY:
+                raise BitstreamError(f"corrupt bitstream: segment {name!r} appears twice or has a reserved name")
             segments[name] = reader.take(reader.unpack(">I")[0])
         if reader.remaining:
-            raise FcmbenchError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
+            raise BitstreamError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
         return cls(codec, (oh, ow), (ih, iw), header, segments)
 
     def bytes_per_segment(self) -> dict[str, int]:
@@ -88,7 +96,7 @@ class Reader:
 
     def take(self, n: int) -> bytes:
         if n > self.remaining:
-            raise FcmbenchError(
+            raise BitstreamError(
                 f"corrupt bitstream: truncated at byte {self.pos} (needed {n} more bytes, {self.remaining} left)"
             )
         chunk = bytes(self.data[self.pos : self.pos + n])
@@ -103,4 +111,4 @@ class Reader:
         try:
             return raw.decode()
         except UnicodeDecodeError as err:
-            raise FcmbenchError(f"corrupt bitstream: a name is not UTF-8 ({err})") from None
+            raise BitstreamError(f"corrupt bitstream: a name is not UTF-8 ({err})") from None

@@ -3,10 +3,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fcmbench.bitstream import HEADER_KEY, Container
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
+from fcmbench.limits import MAX_IMAGE_SIDE
 
-names = st.text(min_size=1, max_size=12)
-sizes = st.tuples(st.integers(1, 65535), st.integers(1, 65535))
+names = st.text(min_size=1, max_size=12).filter(lambda name: name != HEADER_KEY)
+sizes = st.tuples(st.integers(1, MAX_IMAGE_SIDE), st.integers(1, MAX_IMAGE_SIDE))
 
 
 @given(codec=names, original=sizes, network=sizes, header=st.binary(max_size=64),
@@ -43,3 +44,21 @@ def test_wrong_codec_and_trailing_bytes_are_rejected():
         Container.from_bytes(data, expected_codec="raw")
     with pytest.raises(FcmbenchError, match="unexpected bytes"):
         Container.from_bytes(data + b"\0")
+
+
+@pytest.mark.parametrize(("original", "network", "field"), [
+    ((0, 4), (4, 4), "original image height 0"), ((4, 65535), (4, 4), "original image width 65535"),
+    ((4, 4), (4, 0), "network input width 0"), ((4, 4), (MAX_IMAGE_SIDE + 1, 4), "network input height"),
+])
+def test_container_sizes_outside_the_limits_are_named(original, network, field):
+    data = Container("raw", original, network).to_bytes()
+    with pytest.raises(BitstreamError, match=field):
+        Container.from_bytes(data)
+
+
+def test_a_segment_named_twice_is_rejected():
+    data = bytearray(Container("raw", (4, 4), (4, 4), b"", {"a": b"1", "b": b"2"}).to_bytes())
+    at = bytes(data).index(b"\x01b")
+    data[at + 1] = ord("a")
+    with pytest.raises(BitstreamError, match="segment 'a' appears twice"):
+        Container.from_bytes(bytes(data))
