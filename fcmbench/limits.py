@@ -71,6 +71,19 @@ def check_level_shapes(shapes: dict[str, tuple[int, int, int]], input_size: tupl
                              f"{MAX_FEATURE_VALUES})")
 
 
+def check_pyramid(shapes: dict[str, tuple[int, int, int]], what: str) -> None:
+    """FPN levels in order: each level's sides are the previous level's halved (rounded either way), as every
+    FPN and its max-pooled P6 make them. A codec that codes a pyramid checks this; one level out of step is a
+    size field that lies, and the task network's back would take it."""
+    previous = None
+    for name, (_, height, width) in shapes.items():
+        if previous is not None and not all(side in (last // 2, -(-last // 2))
+                                            for side, last in zip((height, width), previous, strict=True)):
+            raise BitstreamError(f"corrupt bitstream: level {name!r} of {what} is {height}x{width}, not half the "
+                                 f"level before it ({previous[0]}x{previous[1]})")
+        previous = (height, width)
+
+
 def check_range(name: str, low: float, high: float) -> None:
     """A level's min/max as the stream carries them: finite and ordered."""
     if not (math.isfinite(low) and math.isfinite(high)) or low > high:

@@ -23,7 +23,7 @@ from fcmbench import registry
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions, file_digest, load_image
 from fcmbench.datasets.shapes import default_cache
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.store import ItemResult, Store, image_set_key
 from fcmbench.tasks.base import TaskModel, TaskModelOptions
@@ -316,10 +316,26 @@ class ImageWork:
         except FcmbenchError as err:
             raise FcmbenchError(f"{what} on image {self.item.image_id} ({self.item.path.name}): {err}") from None
 
+    def _check_decoded(self, codec: Codec, decoded: FeatureSet | torch.Tensor) -> None:
+        """The back of the task network gets only what its front could have made: the shapes and sizes of what
+        was encoded (a stream can pass every check of its own and still describe other features)."""
+        if codec.kind == "image":
+            if tuple(decoded.shape) != tuple(self.image.shape):
+                raise BitstreamError(f"corrupt bitstream: decoded image is {tuple(decoded.shape)}, the encoded one "
+                                     f"{tuple(self.image.shape)}")
+            return
+        source = self.features()
+        if (decoded.shapes() != source.shapes() or decoded.input_size != source.input_size
+                or decoded.original_size != source.original_size):
+            raise BitstreamError(f"corrupt bitstream: decoded levels {decoded.shapes()} at sizes "
+                                 f"{decoded.original_size}/{decoded.input_size} differ from the encoded ones "
+                                 f"{source.shapes()} at {source.original_size}/{source.input_size}")
+
     def _finish(self, method: str, codec: Codec, rate: RatePoint, data: bytes, encode_s: float) -> ItemResult:
         start = time.perf_counter()
         decoded = codec.decode(data)
         decode_s = time.perf_counter() - start
+        self._check_decoded(codec, decoded)
         front_s = self.front_s
         if codec.kind == "image":
             start_front = time.perf_counter()

@@ -20,7 +20,7 @@ from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import RatePoint
 from fcmbench.errors import BitstreamError
 from fcmbench.featureset import FeatureSet
-from fcmbench.limits import MAX_IMAGE_SIDE, check_decoded, check_level_shapes, check_range
+from fcmbench.limits import MAX_IMAGE_SIDE, check_decoded, check_level_shapes, check_pyramid, check_range
 from fcmbench.tensorio import to_numpy
 
 CTTC_QPS = (35, 37, 39, 41, 43, 45)
@@ -67,6 +67,7 @@ class VTMFeatureAnchor(VVCCodec):
             raise BitstreamError(f"corrupt bitstream: vtm-feature QP {qp} is outside 0..63")
         shapes, derived = unpack_level_list(reader)
         check_level_shapes(shapes, box.input_size)
+        check_pyramid(shapes, "this vtm-feature stream")
         layout = plan_layout(shapes)
         # the frame the VVC decoder must return: bounded before any decoder runs or any buffer is made
         if max(layout.padded_width, layout.padded_height) > 4 * MAX_IMAGE_SIDE:

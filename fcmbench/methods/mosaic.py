@@ -23,7 +23,14 @@ from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, RatePoint
 from fcmbench.errors import BitstreamError
 from fcmbench.featureset import FeatureSet
-from fcmbench.limits import MAX_IMAGE_SIDE, check_decoded, check_level_count, check_level_shape, check_range
+from fcmbench.limits import (
+    MAX_IMAGE_SIDE,
+    check_decoded,
+    check_level_count,
+    check_level_shape,
+    check_pyramid,
+    check_range,
+)
 from fcmbench.methods.checkpoints import checkpoint_path
 from fcmbench.methods.image_codec import (
     IMAGE_LAMBDAS,
@@ -196,6 +203,8 @@ class TiledFeatureCodec(Codec):
             levels.append(CodedLevel(name, layout, low, high, quality, strings))
         if len(levels) != len(box.segments):
             raise BitstreamError(f"corrupt bitstream: this {self.name} stream has segments no level names")
+        check_pyramid({level.name: (level.layout.channels, level.layout.height, level.layout.width)
+                       for level in levels}, f"this {self.name} stream")
         return levels
 
     def decode(self, data: bytes) -> FeatureSet:

@@ -1,0 +1,65 @@
+"""Hostile bitstreams for every codec: a structure-aware hypothesis fuzzer (``tests/fuzzing.py``) and the
+regression corpus of every stream that ever failed. Each case is decoded in a long-lived worker process under
+a memory limit and a per-case alarm; the only acceptable outcomes are a valid decode or an FcmbenchError.
+
+CI runs ``FCMBENCH_FUZZ_CASES`` (default 200) cases per codec; ``make fuzz`` runs 10,000.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from fuzzing import CODECS, GOOD, Worker, corpus, keep, mutated, seed_streams
+
+CASES = int(os.environ.get("FCMBENCH_FUZZ_CASES", "200"))
+pytestmark = pytest.mark.fuzz
+
+
+@pytest.fixture(scope="module")
+def workers():
+    started: dict[str, Worker] = {}
+    yield lambda codec: started.setdefault(codec, Worker(codec))
+    for worker in started.values():
+        worker.close()
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_seed_streams_decode(codec, cache_dir, workers):
+    """The fuzzer starts from real streams that decode (else every case would be a rejection)."""
+    assert [workers(codec).decode(data) for data in seed_streams(codec, cache_dir)] == ["decoded", "decoded"]
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_regression_corpus_is_decoded_or_rejected(codec, workers):
+    outcomes = {path.name: workers(codec).decode(path.read_bytes()) for path in corpus(codec)}
+    assert {name: o for name, o in outcomes.items() if o not in GOOD} == {}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_hostile_streams_are_decoded_or_rejected(codec, cache_dir, workers):
+    worker, seeds = workers(codec), seed_streams(codec, cache_dir)
+    outcomes, failed = Counter(), {}
+
+    # every case runs (no shrinking through a subprocess); each failure is kept for the corpus
+    @settings(max_examples=CASES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @given(data=mutated(codec, seeds))
+    def one_case(data: bytes) -> None:
+        outcome = worker.decode(data)
+        outcomes[outcome.split(" at ")[0]] += 1
+        if outcome not in GOOD:
+            failed[str(keep(codec, data))] = outcome
+
+    one_case()
+    summary = {"codec": codec, "cases": sum(outcomes.values()), "outcomes": dict(outcomes),
+               "restarts": worker.restarts}
+    print(json.dumps(summary))
+    if os.environ.get("FCMBENCH_FUZZ_LOG"):
+        with open(os.environ["FCMBENCH_FUZZ_LOG"], "a") as log:
+            log.write(json.dumps(summary) + "\n")
+    assert failed == {}, f"{len(failed)} streams failed (kept in tests/fuzz_corpus): {failed}"
