@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fcmbench import registry
-from fcmbench.datasets.base import DatasetOptions
+from fcmbench.datasets.base import MAX_IMAGE_PIXELS, DatasetOptions
 from fcmbench.errors import FcmbenchError
 
 console = Console(stderr=True)
@@ -55,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
+    run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                     help=f"refuse larger images before decoding them (default {MAX_IMAGE_PIXELS}, a 4K frame)")
     run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
     run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
@@ -140,8 +143,16 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
+    if args.max_image_pixels < 1:
+        raise FcmbenchError(f"--max-image-pixels {args.max_image_pixels}: give a positive number of pixels")
+    from fcmbench.datasets.shapes import default_cache
+    from fcmbench.paths import writable_folder
     from fcmbench.runner import RunConfig, Runner
     from fcmbench.store import Store
+
+    # both folders are checked before anything is computed or written into either
+    writable_folder(args.cache or default_cache(), "--cache" if args.cache else "the cache folder ($FCMBENCH_CACHE)")
+    writable_folder(args.out, "--out", create=False)  # created with the store, once the run is set up
 
     config = RunConfig(
         methods=registry.methods.resolve(args.methods), dataset=args.dataset, out=args.out,
@@ -151,7 +162,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers,
-        redo=registry.methods.resolve(args.redo) if args.redo else [],
+        redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
     with warnings.catch_warnings():
@@ -172,6 +183,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from fcmbench.paths import writable_folder
     from fcmbench.reports.html import render_report
     from fcmbench.reports.tables import (
         bd_table,
@@ -190,11 +202,18 @@ def cmd_report(args: argparse.Namespace) -> None:
     bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone,
                   own_anchors=own_anchors(sorted(set(rd["method"])))) if anchor else None
     levels = level_table(runs, rd)
-    written = write_tables(rd, bd, args.out)
-    levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
-    written.append(args.out / "levels.csv")
     history = provenance(runs)
-    page = render_report(rd, bd, levels, history, anchor, args.bd_method, args.out)
+    # written into a staging folder and moved into place at the end: a failure leaves no half report
+    writable_folder(args.out, "--out")
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out) as staging:
+        staging = Path(staging)
+        written = write_tables(rd, bd, staging)
+        levels.drop(columns="setup").to_csv(staging / "levels.csv", index=False)
+        written.append(staging / "levels.csv")
+        page = render_report(rd, bd, levels, history, anchor, args.bd_method, staging)
+        for path in [*written, page]:
+            path.replace(args.out / path.name)
+    written, page = [args.out / p.name for p in written], args.out / page.name
     out = stdout_console()
     for note in sorted({w for run in history for w in run.get("warnings", [])}):
         out.print(f"[bold yellow]warning:[/] {note}")

@@ -21,10 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fcmbench import registry
 from fcmbench.codec import Codec, CodecOptions, RatePoint
-from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions, file_digest, load_image
+from fcmbench.datasets.base import MAX_IMAGE_PIXELS, Dataset, DatasetItem, DatasetOptions, file_digest, load_image
 from fcmbench.datasets.shapes import default_cache
 from fcmbench.errors import BitstreamError, FcmbenchError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import MAX_IMAGE_SIDE
 from fcmbench.store import ItemResult, Store, image_set_key
 from fcmbench.tasks.base import TaskModel, TaskModelOptions
 
@@ -49,6 +50,7 @@ class RunConfig:
     command: str = ""
     workers: int = 1  # processes that work on different images at once (one torch thread each)
     redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
@@ -198,7 +200,7 @@ class Runner:
     def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]],
                       starting=lambda method, item: None) -> Iterator[ItemResult]:
         """The results of one image for its unfinished (method, rate point) pairs."""
-        work = ImageWork(item, self.task, self.cache)
+        work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
         for method, codec in self.codecs.items():
             rates = [r for m, r in todo if m == method]
             if rates:
@@ -255,8 +257,9 @@ def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> li
 class ImageWork:
     """Everything done for one image: its pixels and front features are computed at most once."""
 
-    def __init__(self, item: DatasetItem, task: TaskModel, cache: Path) -> None:
+    def __init__(self, item: DatasetItem, task: TaskModel, cache: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.item = item
+        self.max_pixels = max_pixels
         self.task = task
         self.cache = cache
         self._image: torch.Tensor | None = None
@@ -266,7 +269,11 @@ class ImageWork:
     @property
     def image(self) -> torch.Tensor:
         if self._image is None:
-            self._image = load_image(self.item)
+            image = load_image(self.item, self.max_pixels)
+            if max(image.shape[-2:]) > MAX_IMAGE_SIDE:  # the bitstream's sizes would be refused on decoding
+                raise FcmbenchError(f"image {self.item.path} is {image.shape[-1]}x{image.shape[-2]}: fcmbench codes "
+                                    f"images up to {MAX_IMAGE_SIDE} pixels a side; resize it")
+            self._image = image
         return self._image
 
     def features(self) -> FeatureSet:

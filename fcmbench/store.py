@@ -62,7 +62,13 @@ class Store:
         self.path = Path(folder) / DB_NAME
         if not create and not self.path.is_file():
             raise FcmbenchError(f"no results in {folder} (missing {DB_NAME}); run `fcmbench run --out {folder}` first")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise FcmbenchError(f"results folder {folder} cannot be created ({err.strerror}): give --out a folder "
+                                "you can write to") from None
+        if self.path.exists() and not self.path.is_file():
+            raise FcmbenchError(f"{self.path} is not a file: remove it or give another --out folder")
         try:
             self.db = sqlite3.connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")

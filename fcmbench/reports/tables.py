@@ -18,6 +18,7 @@ from fcmbench.store import Store
 
 ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
 KEYS = ["dataset", "task_model", "setup"]
+NUMBER_COLUMNS = {"n_images", "bpp", "bits", "pixels", "quality", "rate_value"}  # checked on reading
 PUBLISHED_COLUMNS = ["dataset", "task_model", "method", "rate", "n_images", "bpp"]
 
 
@@ -96,6 +97,12 @@ def read_report_csv(path: Path, columns: list[str], what: str, hint: str) -> pd.
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise FcmbenchError(f"{what} lacks the column(s) {', '.join(missing)}; {hint}")
+    for column in [c for c in frame.columns if c in NUMBER_COLUMNS or "mAP" in c]:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        words = frame[column][numbers.isna() & frame[column].notna()]
+        if len(words):
+            raise FcmbenchError(f"{what}: column {column} holds {words.iloc[0]!r}, not a number; {hint}")
+        frame[column] = numbers
     return frame
 
 
