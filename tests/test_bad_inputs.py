@@ -125,7 +125,7 @@ CASES = [
         "category_id '1'", NO_OUT),
     Case("image width a word", lambda tmp, c: run_args(
         tmp, c, annotations=edited_annotations(c, tmp, set_first("images", "width", "wide"))),
-        "positive integer width", NO_OUT),
+        "give positive integers", NO_OUT),
     Case("png claiming 20000x20000", lambda tmp, c: run_args(tmp, c, images=copy_with_big_png(c, tmp)),
          "--max-image-pixels"),
     Case("pixel limit of 0", lambda tmp, c: run_args(tmp, c, "--max-image-pixels", "0"), "--max-image-pixels 0",

@@ -33,6 +33,10 @@ class CocoDataset(Dataset):
         self._items = [self._item(info) for info in sorted(self.coco.dataset["images"], key=lambda i: i["id"])]
 
     def _item(self, info: dict) -> DatasetItem:
+        sides = [info.get("width"), info.get("height")]
+        if not all(is_id(side) and side > 0 for side in sides) and all(side is not None for side in sides):
+            raise FcmbenchError(f"annotation file {self.annotations_file}: image {info['id']} lacks a valid width "
+                                f"and height ({sides[0]!r:.20}, {sides[1]!r:.20}): give positive integers")
         try:
             return DatasetItem(int(info["id"]), self.images_dir / info["file_name"], int(info["width"]),
                                int(info["height"]))
@@ -126,19 +130,18 @@ def check_entries(data: dict, path: Path) -> None:
     """Every image, category and annotation entry of the COCO format, checked before pycocotools indexes them
     (it would fail later, deep inside, on a list for an id or a string for a box)."""
     where = f"annotation file {path}"
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
+            raise FcmbenchError(f"{where}: annotation {ann!r:.120} needs image_id, category_id and bbox")
     for img in data["images"]:
-        if not isinstance(img, dict) or not is_id(img.get("id")) or not isinstance(img.get("file_name"), str):
-            raise FcmbenchError(f"{where}: image entry {img!r:.120} needs an integer id and a file_name string")
-        if not all(is_id(img.get(side)) and img[side] > 0 for side in ("width", "height")):
-            raise FcmbenchError(f"{where}: image {img['id']} needs a positive integer width and height")
+        if not isinstance(img, dict) or not is_id(img.get("id")):
+            raise FcmbenchError(f"{where}: image entry {img!r:.120} needs an integer id")
     for cat in data["categories"]:
         if not isinstance(cat, dict) or not is_id(cat.get("id")):
             raise FcmbenchError(f"{where}: category entry {cat!r:.120} needs an integer id")
     image_ids = {img["id"] for img in data["images"]}
     category_ids = {cat["id"] for cat in data["categories"]}
     for ann in data["annotations"]:
-        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
-            raise FcmbenchError(f"{where}: annotation {ann!r:.120} needs image_id, category_id and bbox")
         name = f"annotation {ann.get('id', '(no id)')!r:.40}"
         if not is_id(ann["image_id"]) or ann["image_id"] not in image_ids:
             raise FcmbenchError(f"{where}: {name} refers to unknown image {ann['image_id']!r:.40}; image_id must be "
