@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="refuse (naming it) instead of waiting when another run holds --out")
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
                      help=f"refuse larger images before decoding them (default {MAX_IMAGE_PIXELS}, a 4K frame)")
     run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
@@ -146,6 +148,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     if args.max_image_pixels < 1:
         raise FcmbenchError(f"--max-image-pixels {args.max_image_pixels}: give a positive number of pixels")
     from fcmbench.datasets.shapes import default_cache
+    from fcmbench.folderlock import FolderLock
     from fcmbench.paths import writable_folder
     from fcmbench.runner import RunConfig, Runner
     from fcmbench.store import Store
@@ -174,11 +177,13 @@ def cmd_run(args: argparse.Namespace) -> None:
         console.print(f"{name}: {codec.describe()}", highlight=False)
     for note in runner.task.warnings:
         console.print(f"[bold yellow]warning:[/] {note}")
-    store = Store(args.out)
-    try:
-        computed = runner.run(store)
-    finally:
-        store.close()
+    with FolderLock(args.out, wait=not args.no_wait,
+                    say=lambda message: console.print(message, highlight=False, soft_wrap=True)):
+        store = Store(args.out)
+        try:
+            computed = runner.run(store)
+        finally:
+            store.close()
     console.print(f"{computed} item(s) computed, results in {args.out}; next: fcmbench report --out {args.out}")
 
 

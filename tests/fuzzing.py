@@ -347,8 +347,33 @@ def worker_main(codec_name: str) -> None:
         stdout.flush()
 
 
+def harvest(codec: str, cases: int, cache: Path) -> dict[str, int]:
+    """Run ``cases`` cases and keep every failing stream in the corpus (e.g. against an older fcmbench on
+    PYTHONPATH, to pin what it got wrong); returns the outcome counts."""
+    from collections import Counter
+
+    from hypothesis import HealthCheck, given, settings
+
+    worker, seeds, outcomes = Worker(codec), seed_streams(codec, cache), Counter()
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(data=mutated(codec, seeds))
+    def one_case(data: bytes) -> None:
+        outcome = worker.decode(data)
+        outcomes[outcome.split(" at ")[0]] += 1
+        if outcome not in GOOD:
+            keep(codec, data)
+
+    one_case()
+    worker.close()
+    return dict(outcomes)
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "worker":
         worker_main(sys.argv[2])
+    elif len(sys.argv) == 5 and sys.argv[1] == "harvest":
+        print(sys.argv[2], harvest(sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])), flush=True)
     else:
-        sys.exit("usage: python tests/fuzzing.py worker CODEC")
+        sys.exit("usage: python tests/fuzzing.py worker CODEC | harvest CODEC CASES CACHE_DIR")
