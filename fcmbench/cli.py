@@ -12,7 +12,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fcmbench import registry
+from fcmbench import failpoints, registry
 from fcmbench.datasets.base import MAX_IMAGE_PIXELS, DatasetOptions
 from fcmbench.errors import FcmbenchError
 
@@ -216,6 +216,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         levels.drop(columns="setup").to_csv(staging / "levels.csv", index=False)
         written.append(staging / "levels.csv")
         page = render_report(rd, bd, levels, history, anchor, args.bd_method, staging)
+        failpoints.reached("report-write")
         for path in [*written, page]:
             path.replace(args.out / path.name)
     written, page = [args.out / p.name for p in written], args.out / page.name

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fcmbench import registry
+from fcmbench import failpoints, registry
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.datasets.base import MAX_IMAGE_PIXELS, Dataset, DatasetItem, DatasetOptions, file_digest, load_image
 from fcmbench.datasets.shapes import default_cache
@@ -237,6 +237,7 @@ class Runner:
                 rows = store.items(setup, method, rate.label, image_ids)
                 results = [p for row in rows for p in row["predictions"]]
                 metrics = self.dataset.evaluate(results, image_ids, iou_types)
+                failpoints.reached("evaluation")
                 store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
                                      8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics)
 
@@ -303,6 +304,7 @@ class ImageWork:
         partial = path.with_suffix(f".{os.getpid()}.partial")
         torch.save({"levels": features.levels, "original_size": list(features.original_size),
                     "input_size": list(features.input_size), "meta": features.meta}, partial)
+        failpoints.reached("cache-write")
         partial.replace(path)
         return features
 

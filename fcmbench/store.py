@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fcmbench import failpoints
 from fcmbench.errors import FcmbenchError
 
 SCHEMA = """
@@ -134,6 +135,7 @@ class Store:
                 (setup, item.method, item.rate, item.image_id, item.rate_value, item.pixels, item.bytes,
                  json.dumps(item.bytes_per_level), item.encode_s, item.decode_s, item.front_s, item.back_s,
                  json.dumps(item.predictions), now(), json.dumps(item.stream_info)))
+            failpoints.reached("store-transaction")
 
     def items(self, setup: str, method: str, rate: str, image_ids: list[int]) -> list[dict]:
         rows = self.db.execute(
