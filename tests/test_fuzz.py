@@ -20,29 +20,31 @@ CASES = int(os.environ.get("FCMBENCH_FUZZ_CASES", "200"))
 pytestmark = pytest.mark.fuzz
 
 
+@pytest.fixture(scope="module", params=CODECS)
+def codec(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def workers():
-    started: dict[str, Worker] = {}
-    yield lambda codec: started.setdefault(codec, Worker(codec))
-    for worker in started.values():
-        worker.close()
+def worker(codec):
+    """One decoder process per codec; pytest groups the tests by codec, so one lives at a time."""
+    process = Worker(codec)
+    yield process
+    process.close()
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_seed_streams_decode(codec, cache_dir, workers):
+def test_seed_streams_decode(codec, cache_dir, worker):
     """The fuzzer starts from real streams that decode (else every case would be a rejection)."""
-    assert [workers(codec).decode(data) for data in seed_streams(codec, cache_dir)] == ["decoded", "decoded"]
+    assert [worker.decode(data) for data in seed_streams(codec, cache_dir)] == ["decoded", "decoded"]
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_regression_corpus_is_decoded_or_rejected(codec, workers):
-    outcomes = {path.name: workers(codec).decode(path.read_bytes()) for path in corpus(codec)}
+def test_regression_corpus_is_decoded_or_rejected(codec, worker):
+    outcomes = {path.name: worker.decode(path.read_bytes()) for path in corpus(codec)}
     assert {name: o for name, o in outcomes.items() if o not in GOOD} == {}
 
 
-@pytest.mark.parametrize("codec", CODECS)
-def test_hostile_streams_are_decoded_or_rejected(codec, cache_dir, workers):
-    worker, seeds = workers(codec), seed_streams(codec, cache_dir)
+def test_hostile_streams_are_decoded_or_rejected(codec, cache_dir, worker):
+    seeds = seed_streams(codec, cache_dir)
     outcomes, failed = Counter(), {}
 
     # every case runs (no shrinking through a subprocess); each failure is kept for the corpus

@@ -29,10 +29,20 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def workers():
-    started: dict[str, Worker] = {}
-    yield lambda codec: started.setdefault(codec, Worker(codec))
-    for worker in started.values():
+    """The worker of the codec asked for; the cases are grouped by codec, so one process lives at a time."""
+    alive: dict[str, Worker] = {}
+
+    def get(codec: str) -> Worker:
+        for name in [n for n in alive if n != codec]:
+            alive.pop(name).close()
+        return alive.setdefault(codec, Worker(codec))
+
+    yield get
+    for worker in alive.values():
         worker.close()
+
+
+CASES.sort(key=lambda case: case[0])  # grouped by codec: one worker start each
 
 
 @pytest.mark.parametrize(("codec", "field", "value"), CASES, ids=[f"{c}-{f}-{v}" for c, f, v in CASES])
