@@ -13,6 +13,7 @@ parent as a dead or silent worker, which is then restarted. Outcomes:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import resource
@@ -176,28 +177,36 @@ def one_edit(draw: st.DrawFn, codec: str, data: bytes) -> bytes:
 
 # --- seeds: real features of the embedded default, coded by every codec -----------------------------------------
 
+@functools.cache
+def seed_inputs() -> tuple:
+    """One image of the embedded default and its shapes_rcnn features (computed once per process)."""
+    import numpy as np
+    import torch
+
+    from fcmbench import registry
+    from fcmbench.datasets.shapes import draw_scene
+    from fcmbench.tasks.base import TaskModelOptions
+
+    torch.set_num_threads(1)
+    image, _ = draw_scene(np.random.default_rng([7, 0]))
+    pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
+    task = registry.task_models.get("shapes_rcnn")(TaskModelOptions(None, "cpu"))
+    return pixels, task.front(pixels)
+
+
 def seed_streams(codec: str, cache: Path) -> list[bytes]:
     """Two streams per codec (lowest and highest of its first points) from one shapes image, cached on disk."""
     folder = cache / "fuzz-seeds" / codec
     if folder.is_dir() and any(folder.iterdir()):
         return [p.read_bytes() for p in sorted(folder.glob("*.bin"))]
-    import torch
-
     from fcmbench import registry
     from fcmbench.codec import CodecOptions
-    from fcmbench.datasets.shapes import draw_scene
-    from fcmbench.tasks.base import TaskModelOptions
 
-    torch.set_num_threads(1)
-    import numpy as np
-
-    image, _ = draw_scene(np.random.default_rng([7, 0]))
-    pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float() / 255
-    task = registry.task_models.get("shapes_rcnn")(TaskModelOptions(None, "cpu"))
     options = CodecOptions(task_model="shapes_rcnn", extra={"vvenc_preset": "faster"})
     instance = registry.methods.get(codec)(options)
     points = instance.operating_points()
-    source = pixels if instance.kind == "image" else task.front(pixels)
+    pixels, features = seed_inputs()
+    source = pixels if instance.kind == "image" else features
     streams = [data for data, _ in instance.encode_batch(source, [points[0], points[-1]])]
     partial = folder.with_name(f"{codec}.{os.getpid()}.partial")
     partial.mkdir(parents=True, exist_ok=True)
