@@ -243,9 +243,19 @@ MFIBA = ["mfiba", "mfiba-elic", "mfiba-tcm"]
 TRAINABLE = LMSFC_FAMILY + IMAGE_NETWORKS + MFIBA
 
 
+def check_output_folders(args: argparse.Namespace) -> None:
+    """train and fit-rate-model write checkpoints under --out and features under --cache: check both first."""
+    from fcmbench.paths import writable_folder
+
+    for option in ("out", "cache"):
+        if getattr(args, option, None) is not None:
+            writable_folder(getattr(args, option), f"--{option}", create=False)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
+    check_output_folders(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method in MFIBA:
@@ -374,6 +384,8 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     import json
 
     import torch
+
+    check_output_folders(args)
 
     from fcmbench.codec import CodecOptions
     from fcmbench.datasets.pseudo import PseudoLabelled

@@ -136,6 +136,12 @@ CASES = [
     Case("workers 0", lambda tmp, c: run_args(tmp, c, "--workers", "0"), "--workers 0", NO_OUT),
     Case("unknown method", lambda tmp, c: [*run_args(tmp, c)[:2], "nope", *run_args(tmp, c)[3:]],
          "unknown method 'nope'", NO_OUT),
+    Case("train --out a file", lambda tmp, c: ["train", "lmsfc", "--quality", "1", "--out", file_at(tmp / "ck"),
+                                                "--task-model", "shapes_rcnn", "--dataset", "shapes"],
+         "is a file, not a folder", lambda tmp: (tmp / "ck").read_text() == "keep me"),
+    Case("fit-rate-model --cache a file", lambda tmp, c: [
+        "fit-rate-model", "mfiba-elic", "--task-model", "shapes_rcnn", "--dataset", "shapes", "--cache",
+        file_at(tmp / "cache")], "--cache", lambda tmp: (tmp / "cache").read_text() == "keep me"),
     Case("report of an empty folder", lambda tmp, c: ["report", "--out", tmp / "out"], "fcmbench run"),
 ]
 
