@@ -7,6 +7,8 @@ limits are sized for a 4K image (4096 x 2160, in either orientation) through an 
 - image sides (original and network input): 1 .. ``MAX_IMAGE_SIDE``;
 - feature levels: 1 .. ``MAX_LEVELS``, channels 1 .. ``MAX_CHANNELS``, sides 1 .. the input side rounded up to
   ``LEVEL_SLACK`` (a network pads its input before striding, so a level may be a little larger than input/stride);
+- a feature pyramid (the levels of an FPN, in order) starts at stride ``PYRAMID_STRIDE`` or coarser and halves
+  from each level to the next;
 - all decoded feature values together: ``MAX_FEATURE_VALUES`` (a 4K image through a 256-channel stride-4 FPN
   gives 189 M).
 
@@ -28,6 +30,7 @@ MAX_LEVELS = 8
 MAX_CHANNELS = 2048
 LEVEL_SLACK = 64
 MAX_FEATURE_VALUES = 2**28
+PYRAMID_STRIDE = 4  # the finest FPN level of any detector here is P2, at stride 4
 # CompressAI's rANS coder: 16-bit frequencies, 32-bit words, an 8-byte final state, 4-bit bypass chunks.
 RANS_PRECISION = 16
 RANS_STATE_BITS = 64
@@ -71,10 +74,17 @@ def check_level_shapes(shapes: dict[str, tuple[int, int, int]], input_size: tupl
                              f"{MAX_FEATURE_VALUES})")
 
 
-def check_pyramid(shapes: dict[str, tuple[int, int, int]], what: str) -> None:
-    """FPN levels in order: each level's sides are the previous level's halved (rounded either way), as every
-    FPN and its max-pooled P6 make them. A codec that codes a pyramid checks this; one level out of step is a
-    size field that lies, and the task network's back would take it."""
+def check_pyramid(shapes: dict[str, tuple[int, int, int]], input_size: tuple[int, int], what: str) -> None:
+    """FPN levels in order: the first at stride ``PYRAMID_STRIDE`` or coarser, and each level's sides the previous
+    level's halved (rounded either way), as every FPN and its max-pooled P6 make them. A codec that codes a
+    pyramid checks this; one level out of step is a size field that lies, and the task network's back would
+    take it."""
+    first = next(iter(shapes.values()), None)
+    limits = tuple(max_level_side(side) // PYRAMID_STRIDE for side in input_size)
+    if first is not None and (first[1] > limits[0] or first[2] > limits[1]):
+        raise BitstreamError(f"corrupt bitstream: the first level of {what} is {first[1]}x{first[2]}, more than a "
+                             f"stride-{PYRAMID_STRIDE} level of a {input_size[0]}x{input_size[1]} input can be "
+                             f"({limits[0]}x{limits[1]})")
     previous = None
     for name, (_, height, width) in shapes.items():
         if previous is not None and not all(side in (last // 2, -(-last // 2))

@@ -67,7 +67,7 @@ class VTMFeatureAnchor(VVCCodec):
             raise BitstreamError(f"corrupt bitstream: vtm-feature QP {qp} is outside 0..63")
         shapes, derived = unpack_level_list(reader)
         check_level_shapes(shapes, box.input_size)
-        check_pyramid(shapes, "this vtm-feature stream")
+        check_pyramid(shapes, box.input_size, "this vtm-feature stream")
         layout = plan_layout(shapes)
         # the frame the VVC decoder must return: bounded before any decoder runs or any buffer is made
         if max(layout.padded_width, layout.padded_height) > 4 * MAX_IMAGE_SIDE:

@@ -42,7 +42,7 @@ from fcmbench.limits import (
     check_capacity,
     check_decoded,
     check_level_shape,
-    max_level_side,
+    check_pyramid,
     min_symbol_bits,
     rans_safe,
 )
@@ -328,16 +328,14 @@ class LMSFCCodec(Codec):
                                  "names, a known coding order and exactly the y and z segments")
         if quality not in LAMBDAS:
             raise BitstreamError(f"corrupt bitstream: {self.name} quality {quality} is not one of 1..6")
-        # L-MSFC's first level is P2 (stride 4) or coarser: a larger one is a size field that lies
-        limits = tuple(max_level_side(side) // 4 for side in box.input_size)
-        if not (1 <= p2_h <= limits[0] and 1 <= p2_w <= limits[1]):
-            raise BitstreamError(f"corrupt bitstream: {self.name} first level size {p2_h}x{p2_w} is outside 1x1.."
-                                 f"{limits[0]}x{limits[1]} for a {box.input_size[0]}x{box.input_size[1]} input")
+        # the other levels' sizes follow from P2's: checked as the pyramid they make
+        check_level_shape(names[0], (1, p2_h, p2_w), box.input_size)
+        sizes = level_sizes((p2_h, p2_w), len(names))
+        check_pyramid({name: (1, h, w) for name, (h, w) in zip(names, sizes, strict=True)}, box.input_size,
+                      f"this {self.name} stream")
         model = self.model(quality)
         padded = reference_sizes((p2_h, p2_w))[0]
         z_shape = torch.Size((padded[0] // PAD_MULTIPLE, padded[1] // PAD_MULTIPLE))
-        for name, (h, w) in zip(names, level_sizes((p2_h, p2_w), len(names)), strict=True):
-            check_level_shape(name, (1, h, w), box.input_size)
         strings = {}
         for segment, area, entropy_model in (("y", 16 * z_shape.numel(), model.gaussian_conditional),
                                              ("z", z_shape.numel(), model.entropy_bottleneck)):

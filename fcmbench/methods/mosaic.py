@@ -204,7 +204,7 @@ class TiledFeatureCodec(Codec):
         if len(levels) != len(box.segments):
             raise BitstreamError(f"corrupt bitstream: this {self.name} stream has segments no level names")
         check_pyramid({level.name: (level.layout.channels, level.layout.height, level.layout.width)
-                       for level in levels}, f"this {self.name} stream")
+                       for level in levels}, box.input_size, f"this {self.name} stream")
         return levels
 
     def decode(self, data: bytes) -> FeatureSet:
