@@ -62,3 +62,13 @@ def test_a_segment_named_twice_is_rejected():
     data[at + 1] = ord("a")
     with pytest.raises(BitstreamError, match="segment 'a' appears twice"):
         Container.from_bytes(bytes(data))
+
+
+def test_the_limits_reject_what_a_decoder_could_not_survive():
+    """Without the checks these sizes mean tensors of gigabytes: the limits stop them before any allocation."""
+    from fcmbench.limits import MAX_FEATURE_VALUES, check_level_shapes
+
+    with pytest.raises(BitstreamError, match="level 'p2' height 65535"):
+        check_level_shapes({"p2": (256, 65535, 64)}, (4096, 4096))
+    with pytest.raises(BitstreamError, match=f"at most {MAX_FEATURE_VALUES}"):
+        check_level_shapes({str(i): (2048, 4096, 4096) for i in range(2)}, (4096, 4096))
