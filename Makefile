@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test install checkpoints refit-lic-tcm
+.PHONY: demo test install checkpoints refit-lic-tcm fuzz soak
 
 # The shipped embedded-default checkpoints of the learned feature codecs (latent width 16, int8 kernels to stay
 # small). Quality 4 is trained first and each lower quality starts from the one above it, then quality 4 once
@@ -35,6 +35,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check fcmbench tests
 	$(BIN)/pytest
+
+# Hostile bitstreams, on demand: 10,000 structure-aware cases per codec (CI runs 200). Every stream that fails is
+# kept in tests/fuzz_corpus/CODEC/, which CI replays; outcome counts per codec go to fuzz-outcomes.jsonl.
+# Kill and resume, on demand: 20 SIGKILLs at seeded random moments (CI: 3), then the tables of an uninterrupted run.
+soak: $(STAMP)
+	FCMBENCH_SOAK_KILLS=20 $(BIN)/pytest tests/test_kill_resume.py -q
+
+FUZZ_CASES ?= 10000
+fuzz: $(STAMP)
+	FCMBENCH_FUZZ_CASES=$(FUZZ_CASES) FCMBENCH_FUZZ_LOG=fuzz-outcomes.jsonl $(BIN)/pytest tests/test_fuzz.py -s -q
 
 # ELIC and LIC-TCM for the tiled-feature methods (elic-feat, tcm-feat and MFIBA on them), ~0.4 M parameters
 # each (ours; the references are N/M 192/320 and 128/320). λ is above the image λ (0.0025..0.05): below 0.05

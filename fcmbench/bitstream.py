@@ -20,7 +20,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
+from fcmbench.limits import check_image_size
 
 MAGIC = b"FCMB"
 VERSION = 1  # the stream version of every codec that never changed its streams' meaning
@@ -43,6 +44,8 @@ class Container:
         if len(self.segments) > 255:
             raise ValueError("a container holds at most 255 segments")
         parts.append(struct.pack(">B", len(self.segments)))
+        if HEADER_KEY in self.segments:
+            raise ValueError(f"{HEADER_KEY!r} is reserved for the header's bytes in bytes_per_segment")
         for name, payload in self.segments.items():
             parts.append(short_string(name) + struct.pack(">I", len(payload)) + payload)
         return b"".join(parts)
@@ -52,22 +55,27 @@ class Container:
                    expected_version: int = VERSION) -> Container:
         reader = Reader(data)
         if reader.take(4) != MAGIC:
-            raise FcmbenchError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
+            raise BitstreamError("corrupt bitstream: it does not start with the fcmbench magic 'FCMB'")
         version = reader.unpack(">B")[0]
         codec = reader.short_string()
         if expected_codec is not None and codec != expected_codec:
-            raise FcmbenchError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
+            raise BitstreamError(f"bitstream was written by codec {codec!r}, not {expected_codec!r}")
         if version != expected_version:
-            raise FcmbenchError(f"unsupported {codec!r} bitstream version {version}: this fcmbench reads version "
-                                f"{expected_version} of its streams; encode the input again with this fcmbench")
+            raise BitstreamError(f"unsupported {codec!r} bitstream version {version}: this fcmbench reads version "
+                                 f"{expected_version} of its streams; encode the input again with this fcmbench")
         oh, ow, ih, iw = reader.unpack(">4H")
+        # the task network's back scales boxes and pastes masks at these sizes: check them like any size field
+        check_image_size((oh, ow), "original image")
+        check_image_size((ih, iw), "network input")
         header = reader.take(reader.unpack(">I")[0])
         segments = {}
         for _ in range(reader.unpack(">B")[0]):
             name = reader.short_string()
+            if name in segments or name == HEADER_KEY:
+                raise BitstreamError(f"corrupt bitstream: segment {name!r} appears twice or has a reserved name")
             segments[name] = reader.take(reader.unpack(">I")[0])
         if reader.remaining:
-            raise FcmbenchError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
+            raise BitstreamError(f"corrupt bitstream: {reader.remaining} unexpected bytes after the last segment")
         return cls(codec, (oh, ow), (ih, iw), header, segments, version)
 
     def bytes_per_segment(self) -> dict[str, int]:
@@ -95,7 +103,7 @@ class Reader:
 
     def take(self, n: int) -> bytes:
         if n > self.remaining:
-            raise FcmbenchError(
+            raise BitstreamError(
                 f"corrupt bitstream: truncated at byte {self.pos} (needed {n} more bytes, {self.remaining} left)"
             )
         chunk = bytes(self.data[self.pos : self.pos + n])
@@ -110,4 +118,4 @@ class Reader:
         try:
             return raw.decode()
         except UnicodeDecodeError as err:
-            raise FcmbenchError(f"corrupt bitstream: a name is not UTF-8 ({err})") from None
+            raise BitstreamError(f"corrupt bitstream: a name is not UTF-8 ({err})") from None

@@ -6,14 +6,15 @@ import argparse
 import math
 import shlex
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from fcmbench import registry
-from fcmbench.datasets.base import DatasetOptions
+from fcmbench import failpoints, registry
+from fcmbench.datasets.base import MAX_IMAGE_PIXELS, DatasetOptions
 from fcmbench.errors import FcmbenchError
 
 console = Console(stderr=True)
@@ -67,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
+    run.add_argument("--no-wait", action="store_true",
+                     help="refuse (naming it) instead of waiting when another run holds --out")
+    run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
+                     help=f"refuse larger images before decoding them (default {MAX_IMAGE_PIXELS}, a 4K frame)")
     run.add_argument("--data-root", type=Path, help="dataset root (COCO: holds val2017/ and annotations/)")
     run.add_argument("--split", help="dataset split (COCO: val2017; shapes: val or train)")
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
@@ -203,8 +208,17 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
+    if args.max_image_pixels < 1:
+        raise FcmbenchError(f"--max-image-pixels {args.max_image_pixels}: give a positive number of pixels")
+    from fcmbench.datasets.shapes import default_cache
+    from fcmbench.folderlock import FolderLock
+    from fcmbench.paths import writable_folder
     from fcmbench.runner import RunConfig, Runner
     from fcmbench.store import Store
+
+    # both folders are checked before anything is computed or written into either
+    writable_folder(args.cache or default_cache(), "--cache" if args.cache else "the cache folder ($FCMBENCH_CACHE)")
+    writable_folder(args.out, "--out", create=False)  # created with the store, once the run is set up
 
     config = RunConfig(
         methods=registry.methods.resolve(args.methods), dataset=args.dataset, out=args.out,
@@ -215,7 +229,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                                        args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers,
-        redo=registry.methods.resolve(args.redo) if args.redo else [],
+        redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
     with warnings.catch_warnings():
@@ -227,15 +241,18 @@ def cmd_run(args: argparse.Namespace) -> None:
         console.print(f"{name}: {codec.describe()}", highlight=False)
     for note in runner.task.warnings:
         console.print(f"[bold yellow]warning:[/] {note}")
-    store = Store(args.out)
-    try:
-        computed = runner.run(store)
-    finally:
-        store.close()
+    with FolderLock(args.out, wait=not args.no_wait,
+                    say=lambda message: console.print(message, highlight=False, soft_wrap=True)):
+        store = Store(args.out)
+        try:
+            computed = runner.run(store)
+        finally:
+            store.close()
     console.print(f"{computed} item(s) computed, results in {args.out}; next: fcmbench report --out {args.out}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from fcmbench.paths import writable_folder
     from fcmbench.reports.html import render_report
     from fcmbench.reports.intervals import point_resamples, with_accuracy_intervals, with_bd_intervals
     from fcmbench.reports.tables import (
@@ -262,11 +279,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     if bd is not None:
         bd = with_bd_intervals(bd, rd, samples, args.bd_method, args.monotone)
     levels = level_table(runs, rd)
-    written = write_tables(rd, bd, args.out, anchor)
-    levels.drop(columns="setup").to_csv(args.out / "levels.csv", index=False)
-    written.append(args.out / "levels.csv")
     history = provenance(runs)
-    page = render_report(rd, bd, levels, history, anchor, args.bd_method, args.out, args.meaningful_from)
+    # written into a staging folder and moved into place at the end: a failure leaves no half report
+    writable_folder(args.out, "--out")
+    with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out) as staging:
+        staging = Path(staging)
+        written = write_tables(rd, bd, staging, anchor)
+        levels.drop(columns="setup").to_csv(staging / "levels.csv", index=False)
+        written.append(staging / "levels.csv")
+        page = render_report(rd, bd, levels, history, anchor, args.bd_method, staging, args.meaningful_from)
+        failpoints.reached("report-write")
+        for path in [*written, page]:
+            path.replace(args.out / path.name)
+    written, page = [args.out / p.name for p in written], args.out / page.name
     out = stdout_console()
     for note in sorted({w for run in history for w in run.get("warnings", [])}):
         out.print(f"[bold yellow]warning:[/] {note}")
@@ -378,9 +403,19 @@ MFIBA = ["mfiba", "mfiba-elic", "mfiba-tcm"]
 TRAINABLE = LMSFC_FAMILY + IMAGE_NETWORKS + MFIBA
 
 
+def check_output_folders(args: argparse.Namespace) -> None:
+    """train and fit-rate-model write checkpoints under --out and features under --cache: check both first."""
+    from fcmbench.paths import writable_folder
+
+    for option in ("out", "cache"):
+        if getattr(args, option, None) is not None:
+            writable_folder(getattr(args, option), f"--{option}", create=False)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
+    check_output_folders(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.method in MFIBA:
@@ -519,6 +554,8 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
     import json
 
     import torch
+
+    check_output_folders(args)
 
     from fcmbench.codec import CodecOptions
     from fcmbench.datasets.pseudo import PseudoLabelled

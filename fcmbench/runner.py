@@ -19,13 +19,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from fcmbench import registry
+from fcmbench import failpoints, registry
 from fcmbench.bootstrap import pack_matches
 from fcmbench.codec import Codec, CodecOptions, RatePoint
-from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions, file_digest, load_image
+from fcmbench.datasets.base import MAX_IMAGE_PIXELS, Dataset, DatasetItem, DatasetOptions, file_digest, load_image
 from fcmbench.datasets.shapes import default_cache
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import MAX_IMAGE_SIDE
 from fcmbench.store import ItemResult, Store, image_set_key
 from fcmbench.tasks.base import TaskModel, TaskModelOptions
 
@@ -50,6 +51,7 @@ class RunConfig:
     command: str = ""
     workers: int = 1  # processes that work on different images at once (one torch thread each)
     redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
@@ -202,7 +204,7 @@ class Runner:
     def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]],
                       starting=lambda method, item: None) -> Iterator[ItemResult]:
         """The results of one image for its unfinished (method, rate point) pairs."""
-        work = ImageWork(item, self.task, self.cache)
+        work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
         for method, codec in self.codecs.items():
             rates = [r for m, r in todo if m == method]
             if rates:
@@ -239,6 +241,7 @@ class Runner:
                 rows = store.items(setup, method, rate.label, image_ids)
                 results = [p for row in rows for p in row["predictions"]]
                 metrics, matches = self.dataset.evaluate_matched(results, image_ids, iou_types)
+                failpoints.reached("evaluation")
                 store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
                                      8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics,
                                      pack_matches(matches) if matches else b"")
@@ -288,8 +291,9 @@ def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> li
 class ImageWork:
     """Everything done for one image: its pixels and front features are computed at most once."""
 
-    def __init__(self, item: DatasetItem, task: TaskModel, cache: Path) -> None:
+    def __init__(self, item: DatasetItem, task: TaskModel, cache: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         self.item = item
+        self.max_pixels = max_pixels
         self.task = task
         self.cache = cache
         self._image: torch.Tensor | None = None
@@ -299,7 +303,11 @@ class ImageWork:
     @property
     def image(self) -> torch.Tensor:
         if self._image is None:
-            self._image = load_image(self.item)
+            image = load_image(self.item, self.max_pixels)
+            if max(image.shape[-2:]) > MAX_IMAGE_SIDE:  # the bitstream's sizes would be refused on decoding
+                raise FcmbenchError(f"image {self.item.path} is {image.shape[-1]}x{image.shape[-2]}: fcmbench codes "
+                                    f"images up to {MAX_IMAGE_SIDE} pixels a side; resize it")
+            self._image = image
         return self._image
 
     def features(self) -> FeatureSet:
@@ -329,6 +337,7 @@ class ImageWork:
         partial = path.with_suffix(f".{os.getpid()}.partial")
         torch.save({"levels": features.levels, "original_size": list(features.original_size),
                     "input_size": list(features.input_size), "meta": features.meta}, partial)
+        failpoints.reached("cache-write")
         partial.replace(path)
         return features
 
@@ -349,10 +358,26 @@ class ImageWork:
         except FcmbenchError as err:
             raise FcmbenchError(f"{what} on image {self.item.image_id} ({self.item.path.name}): {err}") from None
 
+    def _check_decoded(self, codec: Codec, decoded: FeatureSet | torch.Tensor) -> None:
+        """The back of the task network gets only what its front could have made: the shapes and sizes of what
+        was encoded (a stream can pass every check of its own and still describe other features)."""
+        if codec.kind == "image":
+            if tuple(decoded.shape) != tuple(self.image.shape):
+                raise BitstreamError(f"corrupt bitstream: decoded image is {tuple(decoded.shape)}, the encoded one "
+                                     f"{tuple(self.image.shape)}")
+            return
+        source = self.features()
+        if (decoded.shapes() != source.shapes() or decoded.input_size != source.input_size
+                or decoded.original_size != source.original_size):
+            raise BitstreamError(f"corrupt bitstream: decoded levels {decoded.shapes()} at sizes "
+                                 f"{decoded.original_size}/{decoded.input_size} differ from the encoded ones "
+                                 f"{source.shapes()} at {source.original_size}/{source.input_size}")
+
     def _finish(self, method: str, codec: Codec, rate: RatePoint, data: bytes, encode_s: float) -> ItemResult:
         start = time.perf_counter()
         decoded = codec.decode(data)
         decode_s = time.perf_counter() - start
+        self._check_decoded(codec, decoded)
         front_s = self.front_s
         if codec.kind == "image":
             start_front = time.perf_counter()

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fcmbench import failpoints
 from fcmbench.errors import FcmbenchError
 
 SCHEMA = """
@@ -62,7 +63,13 @@ class Store:
         self.path = Path(folder) / DB_NAME
         if not create and not self.path.is_file():
             raise FcmbenchError(f"no results in {folder} (missing {DB_NAME}); run `fcmbench run --out {folder}` first")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise FcmbenchError(f"results folder {folder} cannot be created ({err.strerror}): give --out a folder "
+                                "you can write to") from None
+        if self.path.exists() and not self.path.is_file():
+            raise FcmbenchError(f"{self.path} is not a file: remove it or give another --out folder")
         try:
             self.db = sqlite3.connect(self.path)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -130,6 +137,7 @@ class Store:
                 (setup, item.method, item.rate, item.image_id, item.rate_value, item.pixels, item.bytes,
                  json.dumps(item.bytes_per_level), item.encode_s, item.decode_s, item.front_s, item.back_s,
                  json.dumps(item.predictions), now(), json.dumps(item.stream_info)))
+            failpoints.reached("store-transaction")
 
     def items(self, setup: str, method: str, rate: str, image_ids: list[int]) -> list[dict]:
         rows = self.db.execute(

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import torch
 
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
 
 SHAPE = struct.Struct(">3H")
 
@@ -20,14 +20,14 @@ def pack_shape(shape: tuple[int, ...]) -> bytes:
 
 def unpack_shape(payload: bytes, offset: int = 0) -> tuple[tuple[int, int, int], int]:
     if len(payload) < offset + SHAPE.size:
-        raise FcmbenchError("corrupt bitstream: a level segment is too short for its shape")
+        raise BitstreamError("corrupt bitstream: a level segment is too short for its shape")
     return SHAPE.unpack_from(payload, offset), offset + SHAPE.size
 
 
 def array_from(payload: bytes, dtype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
     expected = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if len(payload) != expected:
-        raise FcmbenchError(f"corrupt bitstream: {what} holds {len(payload)} bytes, its shape needs {expected}")
+        raise BitstreamError(f"corrupt bitstream: {what} holds {len(payload)} bytes, its shape needs {expected}")
     return np.frombuffer(payload, dtype=dtype).reshape(shape)
 
 

@@ -27,8 +27,8 @@ TINY = {"elic": lambda: build_elic(8, 20), "tcm": lambda: build_tcm(8, 16)}
 
 def features(seed: int = 0) -> FeatureSet:
     gen = torch.Generator().manual_seed(seed)
-    levels = {name: torch.randn(8, size, size + 3, generator=gen) for name, size in (("p2", 24), ("p3", 12),
-                                                                                     ("p4", 6))}
+    levels = {name: torch.randn(8, size, -(-27 // scale), generator=gen)
+              for name, size, scale in (("p2", 24, 1), ("p3", 12, 2), ("p4", 6, 4))}  # a pyramid, as FPNs make
     return FeatureSet(levels, (96, 108), (96, 108))
 
 

@@ -27,13 +27,14 @@ def fpn(seed: int, channels: int = 8, p2=(20, 28), computed: int = 4) -> Feature
     """``computed`` levels, then (for 4) a pooled P6 as torchvision builds it; 5 computed levels: SSD-style."""
     gen = torch.Generator().manual_seed(seed)
     levels, (h, w) = {}, p2
+    size = (4 * h, 4 * w)  # P2 is at stride 4
     for name in map(str, range(computed)):
         levels[name] = torch.randn(channels, h, w, generator=gen).relu()
         h, w = -(-h // 2), -(-w // 2)
     if computed != 4:
-        return FeatureSet(levels, (80, 112), (80, 112))
+        return FeatureSet(levels, size, size)
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, (80, 112), (80, 112), {"derived": {"pool": "3"}})
+    return FeatureSet(levels, size, size, {"derived": {"pool": "3"}})
 
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")

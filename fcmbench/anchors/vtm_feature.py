@@ -18,8 +18,9 @@ from fcmbench.anchors.packing import pack, plan_layout, unpack
 from fcmbench.anchors.vvc import Frame, VVCCodec
 from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import MAX_IMAGE_SIDE, check_decoded, check_level_shapes, check_pyramid, check_range
 from fcmbench.tensorio import to_numpy
 
 CTTC_QPS = (35, 37, 39, 41, 43, 45)
@@ -60,15 +61,25 @@ class VTMFeatureAnchor(VVCCodec):
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)
         reader = Reader(box.header)
-        low, high, _qp = reader.unpack(">2fB")
+        low, high, qp = reader.unpack(">2fB")
+        check_range("frame", low, high)
+        if qp > 63:
+            raise BitstreamError(f"corrupt bitstream: vtm-feature QP {qp} is outside 0..63")
         shapes, derived = unpack_level_list(reader)
+        check_level_shapes(shapes, box.input_size)
+        check_pyramid(shapes, box.input_size, "this vtm-feature stream")
         layout = plan_layout(shapes)
+        # the frame the VVC decoder must return: bounded before any decoder runs or any buffer is made
+        if max(layout.padded_width, layout.padded_height) > 4 * MAX_IMAGE_SIDE:
+            raise BitstreamError(f"corrupt bitstream: the vtm-feature levels tile into a {layout.padded_width}x"
+                                 f"{layout.padded_height} frame (sides up to {4 * MAX_IMAGE_SIDE})")
         frame = self.backend.decode(box.segments.get("vvc", b""), layout.padded_width, layout.padded_height,
                                     monochrome=True, bit_depth=10)
         values = frame.y.astype(np.float32) / np.float32(TOP) * np.float32(high - low) + np.float32(low)
         levels = {name: torch.from_numpy(a) for name, a in unpack(values, layout).items()}
         for name, source in derived.items():
             levels[name] = F.max_pool2d(levels[source][None], kernel_size=1, stride=2)[0]
+        check_decoded(levels, box.input_size)
         return FeatureSet(levels, box.original_size, box.input_size, {"derived": derived})
 
 
@@ -84,14 +95,16 @@ def unpack_level_list(reader: Reader) -> tuple[dict[str, tuple[int, int, int]], 
     shapes = {}
     for _ in range(reader.unpack(">B")[0]):
         name = reader.short_string()
+        if name in shapes:
+            raise BitstreamError(f"corrupt bitstream: the vtm-feature header names level {name!r} twice")
         shapes[name] = reader.unpack(">3H")
     derived = {}
     for _ in range(reader.unpack(">B")[0]):
         name = reader.short_string()
         derived[name] = reader.short_string()
     if reader.remaining:
-        raise FcmbenchError("corrupt bitstream: trailing bytes in the vtm-feature header")
+        raise BitstreamError("corrupt bitstream: trailing bytes in the vtm-feature header")
     unknown = [s for s in derived.values() if s not in shapes]
-    if unknown or not shapes:
-        raise FcmbenchError("corrupt bitstream: the vtm-feature header names no levels or unknown sources")
+    if unknown or not shapes or set(derived) & set(shapes):
+        raise BitstreamError("corrupt bitstream: the vtm-feature header names no levels or unknown sources")
     return shapes, derived

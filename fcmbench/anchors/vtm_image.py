@@ -15,7 +15,7 @@ import torch
 from fcmbench.anchors.vvc import Frame, VVCCodec, ffmpeg_binary, run_tool
 from fcmbench.bitstream import Container
 from fcmbench.codec import RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
 
 VCM_QPS = (22, 27, 32, 37, 42, 47)
 MATRIX = "bt709"
@@ -64,8 +64,17 @@ class VTMImageAnchor(VVCCodec):
     def decode(self, data: bytes) -> torch.Tensor:
         box = Container.from_bytes(data, expected_codec=self.name)
         if len(box.header) != 5:
-            raise FcmbenchError("corrupt bitstream: the vtm-image header must be 5 bytes")
-        _qp, height, width = struct.unpack(">B2H", box.header)
+            raise BitstreamError("corrupt bitstream: the vtm-image header must be 5 bytes")
+        qp, height, width = struct.unpack(">B2H", box.header)
+        # the encoder codes the image padded to a multiple of 8 and writes its size in both places
+        expected = tuple(side + -side % 8 for side in box.original_size)
+        if (height, width) != expected or box.input_size != box.original_size or qp > 63:
+            raise BitstreamError(f"corrupt bitstream: vtm-image coded size {height}x{width} (QP {qp}) does not fit "
+                                 f"its image size {box.original_size[0]}x{box.original_size[1]} (padded: "
+                                 f"{expected[0]}x{expected[1]}, QP 0..63)")
         frame = self.backend.decode(box.segments.get("vvc", b""), width, height, monochrome=False, bit_depth=8)
         rgb = yuv420_to_rgb(frame)[: box.original_size[0], : box.original_size[1]]
+        if rgb.shape[:2] != box.original_size:
+            raise BitstreamError(f"corrupt bitstream: vtm-image decoded {rgb.shape[0]}x{rgb.shape[1]} pixels, "
+                                 f"the stream declares {box.original_size[0]}x{box.original_size[1]}")
         return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float().div_(255.0)

@@ -25,6 +25,7 @@ import numpy as np
 from fcmbench.codec import Codec, CodecOptions, RatePoint
 from fcmbench.errors import FcmbenchError
 
+DECODE_TIMEOUT = 300  # seconds for one picture; a decoder that takes longer is stuck on a damaged stream
 VTM_HELP = ("set FCMBENCH_VTM_DIR (or pass --vtm-dir) to a VTM build holding bin/EncoderAppStatic and "
             "bin/DecoderAppStatic (or EncoderApp/DecoderApp) and cfg/encoder_intra_vtm.cfg")
 
@@ -118,9 +119,10 @@ class VVenC(VVCBackend):
         return data
 
     def decode(self, data: bytes, width: int, height: int, monochrome: bool, bit_depth: int) -> Frame:
+        # one picture at most, in bounded time: a damaged stream must not make ffmpeg emit a video
         command = [self.ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "vvc", "-i", "pipe:0",
-                   "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "pipe:1"]
-        raw = run_tool(command, "VVC decode", data)
+                   "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p10le", "pipe:1"]
+        raw = run_tool(command, "VVC decode", data, timeout=DECODE_TIMEOUT)
         return from_yuv420(raw, width, height, monochrome, bit_depth, 10, "VVC decode")
 
 

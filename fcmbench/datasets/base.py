@@ -57,11 +57,23 @@ class Dataset(ABC):
         return self.name
 
 
-def load_image(item: DatasetItem) -> torch.Tensor:
-    """Float RGB ``[3, H, W]`` in [0, 1]; a file that does not decode is an error naming it."""
+# A 4K frame. Larger images are refused before their pixels are decoded (a small PNG can claim 20000 x 20000);
+# --max-image-pixels raises it.
+MAX_IMAGE_PIXELS = 4096 * 2160
+
+
+def load_image(item: DatasetItem, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:
+    """Float RGB ``[3, H, W]`` in [0, 1]; a file that does not decode or is larger than ``max_pixels`` is an error
+    naming it."""
+    too_large = (f"image {item.path} (id {item.image_id}) has more than {max_pixels} pixels (--max-image-pixels); "
+                 "raise the limit if the image is genuine")
     try:
-        with Image.open(item.path) as img:
+        with Image.open(item.path) as img:  # reads the header only: the size is known before any pixel
+            if img.width * img.height > max_pixels:
+                raise FcmbenchError(f"{too_large} ({img.width}x{img.height})")
             array = np.asarray(img.convert("RGB"))
+    except Image.DecompressionBombError:
+        raise FcmbenchError(too_large) from None
     except FileNotFoundError:
         raise FcmbenchError(f"image {item.path} (id {item.image_id}) is missing") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:

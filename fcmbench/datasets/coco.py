@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,10 @@ class CocoDataset(Dataset):
         self._items = [self._item(info) for info in sorted(self.coco.dataset["images"], key=lambda i: i["id"])]
 
     def _item(self, info: dict) -> DatasetItem:
+        sides = [info.get("width"), info.get("height")]
+        if not all(is_id(side) and side > 0 for side in sides) and all(side is not None for side in sides):
+            raise FcmbenchError(f"annotation file {self.annotations_file}: image {info['id']} lacks a valid width "
+                                f"and height ({sides[0]!r:.20}, {sides[1]!r:.20}): give positive integers")
         try:
             return DatasetItem(int(info["id"]), self.images_dir / info["file_name"], int(info["width"]),
                                int(info["height"]))
@@ -157,15 +162,8 @@ def load_ground_truth(path: Path) -> COCO:
     missing = [key for key in ("images", "annotations", "categories") if not isinstance(data.get(key), list)]
     if missing:
         raise FcmbenchError(f"annotation file {path} lacks the list(s) {', '.join(missing)} of the COCO format")
-    image_ids = {img.get("id") for img in data["images"] if isinstance(img, dict)}
+    check_entries(data, path)
     for ann in data["annotations"]:
-        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
-            raise FcmbenchError(
-                f"annotation file {path}: annotation {ann!r:.120} needs image_id, category_id and bbox"
-            )
-        if ann["image_id"] not in image_ids:
-            raise FcmbenchError(f"annotation file {path}: annotation {ann.get('id')} refers to unknown image "
-                                f"{ann['image_id']}")
         ann.setdefault("area", float(ann["bbox"][2]) * float(ann["bbox"][3]))
         ann.setdefault("iscrowd", 0)
     gt = COCO()
@@ -173,6 +171,43 @@ def load_ground_truth(path: Path) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):
         gt.createIndex()
     return gt
+
+
+def is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_entries(data: dict, path: Path) -> None:
+    """Every image, category and annotation entry of the COCO format, checked before pycocotools indexes them
+    (it would fail later, deep inside, on a list for an id or a string for a box)."""
+    where = f"annotation file {path}"
+    for ann in data["annotations"]:
+        if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= ann.keys():
+            raise FcmbenchError(f"{where}: annotation {ann!r:.120} needs image_id, category_id and bbox")
+    for img in data["images"]:
+        if not isinstance(img, dict) or not is_id(img.get("id")):
+            raise FcmbenchError(f"{where}: image entry {img!r:.120} needs an integer id")
+    for cat in data["categories"]:
+        if not isinstance(cat, dict) or not is_id(cat.get("id")):
+            raise FcmbenchError(f"{where}: category entry {cat!r:.120} needs an integer id")
+    image_ids = {img["id"] for img in data["images"]}
+    category_ids = {cat["id"] for cat in data["categories"]}
+    for ann in data["annotations"]:
+        name = f"annotation {ann.get('id', '(no id)')!r:.40}"
+        if not is_id(ann["image_id"]) or ann["image_id"] not in image_ids:
+            raise FcmbenchError(f"{where}: {name} refers to unknown image {ann['image_id']!r:.40}; image_id must be "
+                                "the integer id of an entry of images")
+        if not is_id(ann["category_id"]) or ann["category_id"] not in category_ids:
+            raise FcmbenchError(f"{where}: {name} has category_id {ann['category_id']!r:.40}, not the integer id "
+                                "of an entry of categories")
+        box = ann["bbox"]
+        if not (isinstance(box, list) and len(box) == 4 and all(map(is_number, box)) and min(box[2:]) >= 0):
+            raise FcmbenchError(f"{where}: {name} has bbox {box!r:.60}; a bbox is [x, y, width, height], four "
+                                "finite numbers with width and height not negative")
 
 
 def coco(options: DatasetOptions) -> CocoDataset:

@@ -23,7 +23,8 @@ from torch import nn
 
 from fcmbench.bitstream import Container, Reader
 from fcmbench.codec import Codec, CodecOptions, RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
+from fcmbench.limits import check_capacity, check_image_size, network_min_symbol_bits, rans_safe
 from fcmbench.methods.checkpoints import checkpoint_path, checkpoint_root, read_state, with_derived_buffers
 from fcmbench.methods.lmsfc import one_thread
 
@@ -99,14 +100,22 @@ def compress_image(network: nn.Module, image: torch.Tensor, centred: bool | None
 def decompress_image(network: nn.Module, strings: list[bytes], size: tuple[int, int],
                      centred: bool | None = None) -> torch.Tensor:
     height, width = size
+    check_image_size(size, "coded image")
     centred = network.pad_centred if centred is None else centred
-    left, right, top, bottom = margins(height, width, network.pad_multiple, centred)
+    multiple = network.pad_multiple
+    left, right, top, bottom = margins(height, width, multiple, centred)
     shape = network.stream_shape(height + top + bottom, width + left + right)
+    # y alone has M symbols per 16x16 block: more than the strings can hold is a size that lies
+    blocks = -(-height // 16) * -(-width // 16)
+    check_capacity(network.M * blocks, b"".join(strings), network_min_symbol_bits(network), "the image's latent")
+    bound = 2 * max(network.N, network.M) * -(-height // multiple) * -(-width // multiple) * (multiple // 16) ** 2
     with torch.inference_mode(), one_thread():
         try:
-            x_hat = network.decompress([[s] for s in strings], shape)["x_hat"]
+            x_hat = network.decompress([[rans_safe(s, bound)] for s in strings], shape)["x_hat"]
         except (RuntimeError, ValueError, IndexError) as err:
-            raise FcmbenchError(f"corrupt bitstream: the image does not decode ({err})") from None
+            raise BitstreamError(f"corrupt bitstream: the image does not decode ({err})") from None
+    if not bool(torch.isfinite(x_hat).all()):
+        raise BitstreamError("corrupt bitstream: the decoded image holds NaN or infinite values")
     return x_hat[0, :, top:top + height, left:left + width].clamp(0, 1).float()
 
 
@@ -126,7 +135,7 @@ def split_strings(payload: bytes, what: str) -> list[bytes]:
     strings = [reader.take(n) for n in lengths]
     strings.append(reader.take(reader.remaining))
     if count == 0:
-        raise FcmbenchError(f"corrupt bitstream: {what} holds no strings")
+        raise BitstreamError(f"corrupt bitstream: {what} holds no strings")
     return strings
 
 
@@ -146,7 +155,7 @@ def read_varint(reader: Reader, what: str) -> int:
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return value
-    raise FcmbenchError(f"corrupt bitstream: a string length in {what} does not end")
+    raise BitstreamError(f"corrupt bitstream: a string length in {what} does not end")
 
 
 class LearnedImageCodec(Codec):
@@ -195,6 +204,9 @@ class LearnedImageCodec(Codec):
         reader = Reader(box.header)
         quality, = reader.unpack(">B")
         size = reader.unpack(SIZE.format)
+        if size != box.original_size or box.input_size != box.original_size:
+            raise BitstreamError(f"corrupt bitstream: {self.name} coded size {size[0]}x{size[1]} is not the image "
+                                 f"size {box.original_size[0]}x{box.original_size[1]} the container declares")
         if quality not in IMAGE_LAMBDAS or set(box.segments) != {"image"}:
-            raise FcmbenchError(f"corrupt bitstream: a {self.name} stream needs a quality 1..6 and one image segment")
+            raise BitstreamError(f"corrupt bitstream: a {self.name} stream needs a quality 1..6 and one image segment")
         return decompress_image(self.network(quality), split_strings(box.segments["image"], "the image"), size)

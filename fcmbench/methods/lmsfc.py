@@ -36,8 +36,16 @@ from torch import nn
 
 from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import (
+    check_capacity,
+    check_decoded,
+    check_level_shape,
+    check_pyramid,
+    min_symbol_bits,
+    rans_safe,
+)
 from fcmbench.methods.checkpoints import checkpoint_path, load_checkpoint
 from fcmbench.methods.wavefront import compress_wavefront, decompress_wavefront
 
@@ -314,14 +322,29 @@ class LMSFCCodec(Codec):
         names = []
         while reader.remaining:
             names.append(reader.short_string())
-        if (coded not in (4, 5) or len(names) not in (coded, coded + 1) or order >= len(ORDERS)
-                or not {"y", "z"} <= box.segments.keys()):
-            raise FcmbenchError("corrupt bitstream: an lmsfc stream needs 4 or 5 coded levels and y, z segments")
+        if (coded not in (4, 5) or len(names) not in (coded, coded + 1) or len(set(names)) != len(names)
+                or order >= len(ORDERS) or set(box.segments) != {"y", "z"}):
+            raise BitstreamError(f"corrupt bitstream: an {self.name} stream needs 4 or 5 coded levels with distinct "
+                                 "names, a known coding order and exactly the y and z segments")
+        if quality not in LAMBDAS:
+            raise BitstreamError(f"corrupt bitstream: {self.name} quality {quality} is not one of 1..6")
+        # the other levels' sizes follow from P2's: checked as the pyramid they make
+        check_level_shape(names[0], (1, p2_h, p2_w), box.input_size)
+        sizes = level_sizes((p2_h, p2_w), len(names))
+        check_pyramid({name: (1, h, w) for name, (h, w) in zip(names, sizes, strict=True)}, box.input_size,
+                      f"this {self.name} stream")
         model = self.model(quality)
         padded = reference_sizes((p2_h, p2_w))[0]
         z_shape = torch.Size((padded[0] // PAD_MULTIPLE, padded[1] // PAD_MULTIPLE))
+        strings = {}
+        for segment, area, entropy_model in (("y", 16 * z_shape.numel(), model.gaussian_conditional),
+                                             ("z", z_shape.numel(), model.entropy_bottleneck)):
+            symbols = model.M * area
+            bits = min_symbol_bits(entropy_model.quantized_cdf, entropy_model.cdf_length)
+            check_capacity(symbols, box.segments[segment], bits, f"the {segment} string")
+            strings[segment] = rans_safe(box.segments[segment], symbols)
         with torch.inference_mode(), one_thread():
-            y_hat = model.decompress_latent([[box.segments["y"]], [box.segments["z"]]], z_shape, ORDERS[order])
+            y_hat = model.decompress_latent([[strings["y"]], [strings["z"]]], z_shape, ORDERS[order])
             recon = unpad_levels(model.g_s(y_hat), (p2_h, p2_w))
         if len(recon) != coded:
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint reconstructs {len(recon)} levels, the "
@@ -329,6 +352,7 @@ class LMSFCCodec(Codec):
         levels = {name: t[0].float().cpu() for name, t in zip(names[:coded], recon, strict=True)}
         if len(names) > coded:  # the pooled level, rebuilt as the task network builds it
             levels[names[-1]] = F.max_pool2d(levels[names[-2]][None], kernel_size=1, stride=2)[0]
+        check_decoded(levels, box.input_size)
         return FeatureSet(levels, box.original_size, box.input_size)
 
 

@@ -37,7 +37,7 @@ from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.checkpoints import checkpoint_path, checkpoint_root, read_state, write_atomically
 from fcmbench.methods.elic import ElicFeatCodec
-from fcmbench.methods.image_codec import decompress_image
+from fcmbench.methods.image_codec import IMAGE_LAMBDAS, decompress_image
 from fcmbench.methods.mosaic import CodedLevel, TiledFeatureCodec, level_from_mosaic
 from fcmbench.methods.tcm import TcmFeatCodec
 
@@ -71,9 +71,33 @@ class RateModel:
     @classmethod
     def load(cls, path: Path) -> RateModel:
         try:
-            return cls(**json.loads(path.read_text()))
+            model = cls(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as err:
             raise FcmbenchError(f"rate model {path} is not one `fcmbench fit-rate-model` wrote: {err}") from None
+        model.check(path)
+        return model
+
+    def check(self, path: Path) -> None:
+        """Types and lengths of every field the codec computes with: a string where a number belongs would
+        otherwise fail deep inside the allocation."""
+        def numbers(values: object) -> bool:
+            return isinstance(values, list) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                    and math.isfinite(v) for v in values)
+
+        problem = None
+        if not isinstance(self.base, str) or not isinstance(self.levels, list) or not all(
+                isinstance(n, str) for n in self.levels):
+            problem = "base must be a name and levels a list of level names"
+        elif not (numbers(self.a) and numbers(self.b) and len(self.a) == len(self.b) == len(self.levels)):
+            problem = "a and b must hold one finite number per level"
+        elif not numbers(self.lambdas) or not numbers(self.qualities) or not all(
+                isinstance(q, int) and q in IMAGE_LAMBDAS for q in self.qualities):
+            problem = "lambdas must be numbers and qualities integers 1..6"
+        elif not isinstance(self.measurements, list) or not isinstance(self.calibration, list):
+            problem = "measurements and calibration must be lists"
+        if problem:
+            raise FcmbenchError(f"rate model {path} is not one `fcmbench fit-rate-model` wrote: {problem}; fit it "
+                                "again with `fcmbench fit-rate-model`")
 
 
 def fit_power_law(rates: list[float], losses: list[float]) -> tuple[float, float]:

@@ -21,8 +21,16 @@ from torch import nn
 
 from fcmbench.bitstream import Container, Reader, short_string
 from fcmbench.codec import Codec, RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import (
+    MAX_IMAGE_SIDE,
+    check_decoded,
+    check_level_count,
+    check_level_shape,
+    check_pyramid,
+    check_range,
+)
 from fcmbench.methods.checkpoints import checkpoint_path
 from fcmbench.methods.image_codec import (
     IMAGE_LAMBDAS,
@@ -174,18 +182,29 @@ class TiledFeatureCodec(Codec):
 
     def read_levels(self, box: Container) -> list[CodedLevel]:
         reader, levels = Reader(box.header), []
+        check_level_count(len(box.segments), f"this {self.name} stream")
         while reader.remaining:
             name = reader.short_string()
             channels, height, width, rows, cols, quality, low, high = reader.unpack(LEVEL.format)
+            if name not in box.segments or any(level.name == name for level in levels):
+                raise BitstreamError(f"corrupt bitstream: level {name!r} of this {self.name} stream has no segment "
+                                     "or is named twice")
+            check_level_shape(name, (channels, height, width), box.input_size)
+            check_range(name, low, high)
             layout = Layout(channels, height, width, rows, cols)
-            if rows * cols * 3 < channels or name not in box.segments or quality not in IMAGE_LAMBDAS:
-                raise FcmbenchError(f"corrupt bitstream: level {name!r} of this {self.name} stream is inconsistent "
-                                    f"(grid {rows}x{cols} for {channels} channels, quality {quality}, "
-                                    f"{'a' if name in box.segments else 'no'} segment)")
+            # the encoder always uses layout_for: any other grid is a field that lies
+            if layout != layout_for(channels, height, width) or quality not in IMAGE_LAMBDAS:
+                raise BitstreamError(f"corrupt bitstream: level {name!r} of this {self.name} stream is inconsistent "
+                                     f"(grid {rows}x{cols} for {channels} channels, quality {quality})")
+            if max(layout.size) > MAX_IMAGE_SIDE:
+                raise BitstreamError(f"corrupt bitstream: level {name!r} tiles into a {layout.size[0]}x"
+                                     f"{layout.size[1]} mosaic (sides up to {MAX_IMAGE_SIDE})")
             strings = split_strings(box.segments[name], f"level {name!r}")
             levels.append(CodedLevel(name, layout, low, high, quality, strings))
         if len(levels) != len(box.segments):
-            raise FcmbenchError(f"corrupt bitstream: this {self.name} stream has segments no level names")
+            raise BitstreamError(f"corrupt bitstream: this {self.name} stream has segments no level names")
+        check_pyramid({level.name: (level.layout.channels, level.layout.height, level.layout.width)
+                       for level in levels}, box.input_size, f"this {self.name} stream")
         return levels
 
     def decode(self, data: bytes) -> FeatureSet:
@@ -194,6 +213,7 @@ class TiledFeatureCodec(Codec):
         for level in self.read_levels(box):
             mosaic = decompress_image(self.network(level.quality), level.strings, level.layout.size)
             decoded[level.name] = level_from_mosaic(mosaic, level.layout, level.low, level.high)
+        check_decoded(decoded, box.input_size)
         return FeatureSet(decoded, box.original_size, box.input_size)
 
     def stream_info(self, data: bytes) -> dict:

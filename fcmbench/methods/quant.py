@@ -15,8 +15,9 @@ import torch
 
 from fcmbench.bitstream import Container
 from fcmbench.codec import Codec, RatePoint
-from fcmbench.errors import FcmbenchError
+from fcmbench.errors import BitstreamError, FcmbenchError
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import check_decoded, check_level_count, check_level_shape, check_range
 from fcmbench.tensorio import array_from, pack_shape, to_numpy, unpack_shape
 
 RANGE = struct.Struct(">2f")
@@ -40,9 +41,12 @@ class QuantCodec(Codec):
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)
         if len(box.header) != 1 or not 1 <= box.header[0] <= 16:
-            raise FcmbenchError("corrupt bitstream: quant header must hold one bit depth in 1..16")
+            raise BitstreamError("corrupt bitstream: quant header must hold one bit depth in 1..16")
         bits = box.header[0]
-        levels = {level: dequantize_level(payload, bits, level) for level, payload in box.segments.items()}
+        check_level_count(len(box.segments))
+        levels = {level: dequantize_level(payload, bits, level, box.input_size)
+                  for level, payload in box.segments.items()}
+        check_decoded(levels, box.input_size)
         return FeatureSet(levels, box.original_size, box.input_size)
 
 
@@ -60,15 +64,23 @@ def quantize_level(values: np.ndarray, bits: int) -> bytes:
     return pack_shape(values.shape) + RANGE.pack(low, high) + zlib.compress(levels.tobytes(), 6)
 
 
-def dequantize_level(payload: bytes, bits: int, level: str) -> torch.Tensor:
+def dequantize_level(payload: bytes, bits: int, level: str, input_size: tuple[int, int]) -> torch.Tensor:
     shape, offset = unpack_shape(payload)
+    check_level_shape(level, shape, input_size)
     if len(payload) < offset + RANGE.size:
-        raise FcmbenchError(f"corrupt bitstream: level {level!r} is too short for its min/max")
+        raise BitstreamError(f"corrupt bitstream: level {level!r} is too short for its min/max")
     low, high = RANGE.unpack_from(payload, offset)
+    check_range(level, low, high)
+    expected = int(np.prod(shape)) * np.dtype(sample_dtype(bits)).itemsize
+    # inflate no more than the shape needs: a small payload may claim gigabytes (a zlib bomb)
+    inflater = zlib.decompressobj()
     try:
-        raw = zlib.decompress(payload[offset + RANGE.size :])
+        raw = inflater.decompress(payload[offset + RANGE.size :], expected + 1)
     except zlib.error as err:
-        raise FcmbenchError(f"corrupt bitstream: level {level!r} does not inflate ({err})") from None
+        raise BitstreamError(f"corrupt bitstream: level {level!r} does not inflate ({err})") from None
+    if not inflater.eof or inflater.unused_data:
+        raise BitstreamError(f"corrupt bitstream: level {level!r} inflates to more than its shape's "
+                             f"{expected} bytes, is cut short or has bytes after its end")
     levels = array_from(raw, sample_dtype(bits), shape, f"level {level!r}")
     top = (1 << bits) - 1
     values = levels.astype(np.float32) / np.float32(top) * np.float32(high - low) + np.float32(low)

@@ -7,6 +7,7 @@ import torch
 from fcmbench.bitstream import Container
 from fcmbench.codec import Codec, RatePoint
 from fcmbench.featureset import FeatureSet
+from fcmbench.limits import check_decoded, check_level_count, check_level_shape
 from fcmbench.tensorio import array_from, pack_shape, to_numpy, unpack_shape
 
 
@@ -27,8 +28,11 @@ class RawCodec(Codec):
     def decode(self, data: bytes) -> FeatureSet:
         box = Container.from_bytes(data, expected_codec=self.name)
         levels = {}
+        check_level_count(len(box.segments))
         for level, payload in box.segments.items():
             shape, offset = unpack_shape(payload)
+            check_level_shape(level, shape, box.input_size)
             array = array_from(payload[offset:], "<f4", shape, f"level {level!r}")
             levels[level] = torch.from_numpy(array.astype("float32"))
+        check_decoded(levels, box.input_size)
         return FeatureSet(levels, box.original_size, box.input_size)

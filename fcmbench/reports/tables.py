@@ -24,6 +24,7 @@ BD_COLUMNS = ["setup", "dataset", "task_model", "method", "anchor", "metric", "b
               "resamples", "overlap_low", "overlap_high", "uncompressed", "overlap_share", "regime",
               "anchor_points", "test_points", "note"]
 KEYS = ["dataset", "task_model", "setup"]
+NUMBER_COLUMNS = {"n_images", "bpp", "bits", "pixels", "quality", "rate_value"}  # checked on reading
 PUBLISHED_COLUMNS = ["dataset", "task_model", "method", "rate", "n_images", "bpp"]
 
 
@@ -102,6 +103,12 @@ def read_report_csv(path: Path, columns: list[str], what: str, hint: str) -> pd.
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise FcmbenchError(f"{what} lacks the column(s) {', '.join(missing)}; {hint}")
+    for column in [c for c in frame.columns if c in NUMBER_COLUMNS or "mAP" in c]:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        words = frame[column][numbers.isna() & frame[column].notna()]
+        if len(words):
+            raise FcmbenchError(f"{what}: column {column} holds {words.iloc[0]!r}, not a number; {hint}")
+        frame[column] = numbers
     return frame
 
 

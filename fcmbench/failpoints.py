@@ -1,0 +1,28 @@
+"""Named moments at which a test can kill fcmbench with SIGKILL, to prove a killed run resumes correctly.
+
+``FCMBENCH_KILL_AT=NAME`` (or ``NAME:N`` for the N-th time the moment comes) makes the process kill itself there,
+as abruptly as ``kill -9`` from outside would, but at an exact point instead of a lucky one. Unset, each call is
+one dictionary lookup. The moments: ``store-transaction`` (inside an item's transaction, before its commit),
+``cache-write`` (features written to the partial file, not yet moved into place), ``evaluation`` (after the
+metrics of a rate point are computed, before they are stored), ``report-write`` (the report staged, not yet
+moved into place).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_passes: dict[str, int] = {}
+
+
+def reached(name: str) -> None:
+    wanted = os.environ.get("FCMBENCH_KILL_AT")
+    if not wanted:
+        return
+    target, _, count = wanted.partition(":")
+    if target != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
