@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
+    run.add_argument("--executor", choices=["local", "dask"], default="local",
+                     help="local: --workers processes on this machine; dask: (image, method) units on a Dask "
+                     "cluster (a LocalCluster of --workers single-threaded workers, or --scheduler)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --executor dask)")
     run.add_argument("--no-wait", action="store_true",
                      help="refuse (naming it) instead of waiting when another run holds --out")
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
@@ -208,6 +213,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
+    if args.scheduler and args.executor != "dask":
+        raise FcmbenchError(f"--scheduler {args.scheduler} is a Dask scheduler: add --executor dask")
     if args.max_image_pixels < 1:
         raise FcmbenchError(f"--max-image-pixels {args.max_image_pixels}: give a positive number of pixels")
     from fcmbench.datasets.shapes import default_cache
@@ -228,7 +235,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split, args.labels,
                                        args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
-        skip_unready=args.methods.strip() == "all", workers=args.workers,
+        skip_unready=args.methods.strip() == "all", workers=args.workers, executor=args.executor,
+        scheduler=args.scheduler,
         redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import multiprocessing
 import os
 import platform
@@ -50,6 +51,8 @@ class RunConfig:
     skip_unready: bool = False  # with --methods all: leave out methods that lack checkpoints, saying why
     command: str = ""
     workers: int = 1  # processes that work on different images at once (one torch thread each)
+    executor: str = "local"  # "local": a process pool on this machine; "dask": a Dask cluster
+    scheduler: str | None = None  # a running Dask scheduler's address; None starts a LocalCluster of `workers`
     redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
     max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
 
@@ -161,7 +164,12 @@ class Runner:
         with self._progress() as progress:
             bar = progress.add_task("items", total=total, completed=total - sum(len(t) for _, t in pending))
             log = None if self.console.is_terminal else PointLog(self.console, pending, total)
-            results = self._in_workers(pending) if self.config.workers > 1 else self._here(pending, progress, bar)
+            if self.config.executor == "dask":
+                results = on_dask(self.config, pending, list(self.codecs))
+            elif self.config.workers > 1:
+                results = self._in_workers(pending)
+            else:
+                results = self._here(pending, progress, bar)
             for result in results:
                 store.add_item(setup, result)
                 computed += 1
@@ -286,6 +294,62 @@ def _start_worker(config: RunConfig) -> None:
 
 def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
     return list(_worker_runner.image_results(item, todo))
+
+
+DASK_ATTEMPTS = 3  # a unit whose worker dies this many times is reported instead of retried again
+
+
+def on_dask(config: RunConfig, pending: list[tuple[DatasetItem, list]], methods: list[str]) -> Iterator[ItemResult]:
+    """The (image, method) units on a Dask cluster, so that slow encoders spread over the workers; results come
+    back here, the one writer of the store. A unit whose worker dies is run again on another worker (Dask's
+    ``allowed-failures``); an exception inside a unit stops the run as in a serial one."""
+    import dask
+    from distributed import Client, LocalCluster, as_completed
+    from distributed.scheduler import KilledWorker
+
+    units = [(item, method, [(m, r) for m, r in todo if m == method])
+             for item, todo in pending for method in methods if any(m == method for m, _ in todo)]
+    with dask.config.set({"distributed.scheduler.allowed-failures": DASK_ATTEMPTS - 1}):
+        cluster = None if config.scheduler else LocalCluster(
+            n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            silence_logs=logging.CRITICAL)  # a restarted worker is Dask's business; a lost unit is reported
+        try:
+            with Client(config.scheduler or cluster, timeout="20s") as client:
+                futures = {client.submit(_unit_on_dask_worker, config, item, todo, pure=False): (item, method)
+                           for item, method, todo in units}
+                try:
+                    for future in as_completed(futures):
+                        try:
+                            results = future.result()
+                        except KilledWorker:
+                            item, method = futures[future]
+                            raise FcmbenchError(
+                                f"image {item.image_id} ({item.path.name}), method {method}: its Dask worker died "
+                                f"{DASK_ATTEMPTS} times (out of memory? a crashing decoder?); the finished items "
+                                "are saved: look at the workers' logs, then run the same command again") from None
+                        yield from results
+                finally:
+                    client.cancel(list(futures))
+        except OSError as err:  # no scheduler at that address
+            raise FcmbenchError(f"--scheduler {config.scheduler}: cannot reach the Dask scheduler ({err}); start "
+                                "it (dask scheduler) or leave --scheduler out for a local cluster") from None
+        finally:
+            if cluster is not None:
+                cluster.close()
+
+
+_dask_runners: dict[str, Runner] = {}
+
+
+def _unit_on_dask_worker(config: RunConfig, item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
+    """One (image, method) unit on a Dask worker, which builds the task model and codecs once per run."""
+    failpoints.reached("dask-unit")
+    key = repr(config)
+    if key not in _dask_runners:
+        torch.set_num_threads(1)
+        _dask_runners.clear()
+        _dask_runners[key] = Runner(config, Console(quiet=True))
+    return list(_dask_runners[key].image_results(item, todo))
 
 
 class ImageWork:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
+import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -58,9 +59,13 @@ def build_shapes_rcnn() -> MaskRCNN:
 
 
 def shapes_rcnn(options: TaskModelOptions) -> TorchvisionRCNN:
-    model = build_shapes_rcnn()
     if options.weights == "none":
-        return TorchvisionRCNN("shapes_rcnn", model, "random", options.device, (RANDOM_WEIGHTS_WARNING,))
+        # seeded: every worker process builds the same network, and cached features stay its features
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = build_shapes_rcnn()
+        return TorchvisionRCNN("shapes_rcnn", model, "random-seed0", options.device, (RANDOM_WEIGHTS_WARNING,))
+    model = build_shapes_rcnn()
     path = Path(options.weights) if options.weights else SHIPPED_WEIGHTS
     if not path.is_file():
         raise FcmbenchError(
