@@ -106,12 +106,24 @@ CONFIGS: dict[str, D2Config] = {
 
 # ----------------------------------------------------------------------------------------------------- backbone
 
+class FrozenBN(FrozenBatchNorm2d):
+    """torchvision's FrozenBatchNorm2d (the same buffers and eps semantics) evaluated as one fused
+    ``F.batch_norm`` call in inference, as detectron2 does when no gradient is needed, so the rounding follows
+    detectron2's. (With torchvision's two-step ``x * scale + bias`` the X101 fixture ``synth0`` flipped one
+    RPN NMS decision between two anchors whose logits differ by 5e-6.)"""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            return super().forward(x)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+
+
 class ConvNorm(nn.Conv2d):
     """A bias-free conv followed by its FrozenBN, kept as the child ``norm`` (detectron2's key layout)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> None:
         super().__init__(cin, cout, kernel, stride, padding=kernel // 2, groups=groups, bias=False)
-        self.norm = FrozenBatchNorm2d(cout, eps=1e-5)
+        self.norm = FrozenBN(cout, eps=1e-5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(super().forward(x))
@@ -520,7 +532,7 @@ def resized_size(height: int, width: int, short: int = 800, long: int = 1333) ->
 def resize_rgb(image: np.ndarray, short: int = 800, long: int = 1333) -> np.ndarray:
     """uint8 ``[H, W, 3]`` -> resized uint8 with PIL's bilinear filter (what detectron2 does for uint8)."""
     height, width = resized_size(image.shape[0], image.shape[1], short, long)
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 # -------------------------------------------------------------------------------------------------- checkpoints
