@@ -238,3 +238,30 @@ def test_matches_detectron2_itself():  # pragma: no cover - needs detectron2
     expected = theirs[0]["instances"]
     torch.testing.assert_close(mine["boxes"], expected.pred_boxes.tensor, rtol=0, atol=0.05)
     torch.testing.assert_close(mine["scores"], expected.scores, rtol=0, atol=1e-4)
+
+
+def test_model_zoo_download_goes_to_the_cache_or_fails_clearly(tmp_path, monkeypatch, r50_pkl):
+    import shutil
+    import urllib.error
+
+    import torch.hub
+
+    monkeypatch.setenv("FCMBENCH_CACHE", str(tmp_path))
+    urls = []
+
+    def offline(url, dst, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(FcmbenchError, match="could not download https://dl.fbaipublicfiles.com/detectron2/.*--weights"):
+        registry.task_models.get("d2-mask-rcnn-r50-fpn")(TaskModelOptions(None))
+
+    def online(url, dst, **kwargs):
+        urls.append(url)
+        shutil.copy(r50_pkl, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", online)
+    task = registry.task_models.get("d2-mask-rcnn-r50-fpn")(TaskModelOptions(None))
+    again = registry.task_models.get("d2-mask-rcnn-r50-fpn")(TaskModelOptions(None))  # from the cache
+    assert urls == [CONFIGS["d2-mask-rcnn-r50-fpn"].zoo_url] and task.weights_id == again.weights_id
+    assert task.weights_id.startswith("model_final_f10217.pkl:")
