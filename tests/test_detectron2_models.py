@@ -216,28 +216,42 @@ def test_published_lmsfc_checkpoint_codes_x101_features(tmp_path, tiny_coco):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("detectron2") is None, reason="detectron2 is not installed")
-def test_matches_detectron2_itself():  # pragma: no cover - needs detectron2
+@pytest.mark.parametrize(("config_file", "name"), [
+    ("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml", "d2-mask-rcnn-r50-fpn"),
+    ("COCO-InstanceSegmentation/mask_rcnn_X_101_32x8d_FPN_3x.yaml", "d2-mask-rcnn-x101-fpn"),
+])
+def test_matches_detectron2_itself(config_file, name):  # pragma: no cover - needs detectron2
+    """The same weights in detectron2's network and ours, one low-contrast image (no saturation), no score
+    threshold on either side: FPN levels and final instances agree within the parity tolerances."""
     from detectron2 import model_zoo
     from detectron2.modeling import build_model
 
-    cfg = model_zoo.get_config("COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml")
+    cfg = model_zoo.get_config(config_file)
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
     reference = build_model(cfg).eval()
-    state = random_state("d2-mask-rcnn-r50-fpn")
-    reference.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-    ours = D2GeneralizedRCNN(CONFIGS["d2-mask-rcnn-r50-fpn"]).eval()
-    ours.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    state = {k: torch.from_numpy(v) for k, v in random_state(name).items()}
+    missing, unexpected = reference.load_state_dict(state, strict=False)
+    assert not missing and not unexpected
+    ours = D2GeneralizedRCNN(replace(CONFIGS[name], score_thresh=0.0)).eval()
+    ours.load_state_dict(state)
     gen = torch.Generator().manual_seed(0)
-    image = (torch.rand(3, 96, 128, generator=gen) * 40 + 100).round()  # low contrast: no saturation
-    hwc = image.permute(1, 2, 0).to(torch.uint8)  # RGB
+    hwc = (torch.rand(160, 224, 3, generator=gen) * 40 + 100).to(torch.uint8)  # RGB, already "resized"
     with torch.inference_mode():
-        theirs = reference([{"image": hwc.flip(-1).permute(2, 0, 1).float(), "height": 96, "width": 128}])
+        theirs = reference([{"image": hwc.flip(-1).permute(2, 0, 1).float(), "height": 160, "width": 224}])
+        their_features = reference.backbone(reference.preprocess_image(
+            [{"image": hwc.flip(-1).permute(2, 0, 1).float()}]).tensor)
         features = ours.backbone(ours.normalize_and_pad([hwc]))
-        (det,) = ours.heads(features, [(96, 128)])
-        mine = ours.postprocess(det, (96, 128), (96, 128))
+        (det,) = ours.heads(features, [(160, 224)])
+        mine = ours.postprocess(det, (160, 224), (160, 224))
+    for level in features:
+        scale = their_features[level].std().item()
+        torch.testing.assert_close(features[level], their_features[level], rtol=0, atol=1e-4 * scale)
     expected = theirs[0]["instances"]
+    assert len(mine["boxes"]) == len(expected)
     torch.testing.assert_close(mine["boxes"], expected.pred_boxes.tensor, rtol=0, atol=0.05)
     torch.testing.assert_close(mine["scores"], expected.scores, rtol=0, atol=1e-4)
+    torch.testing.assert_close(mine["labels"], expected.pred_classes)
 
 
 def test_model_zoo_download_goes_to_the_cache_or_fails_clearly(tmp_path, monkeypatch, r50_pkl):
