@@ -25,7 +25,6 @@ Parity with real detectron2 is checked against recorded fixtures in ``tests/test
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import pickle
@@ -556,7 +555,8 @@ def read_detectron2_pkl(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FcmbenchError(f"weights file {path} does not exist")
     try:
-        saved = _ArraysOnly(io.BytesIO(path.read_bytes()), encoding="latin1").load()
+        with open(path, "rb") as handle:  # streamed: the X101 file holds 430 MB of arrays
+            saved = _ArraysOnly(handle, encoding="latin1").load()
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
         raise FcmbenchError(f"weights file {path} is not a detectron2 checkpoint (a pickled dict of numpy arrays "
                             f"under 'model', as the model zoo's model_final_*.pkl): {err}") from None
