@@ -26,6 +26,7 @@ from conftest import SHARED
 from fcmbench.tasks.detectron2_rcnn import (
     CONFIGS,
     D2GeneralizedRCNN,
+    Detectron2RCNN,
     decode_boxes,
     paste_masks,
     resize_rgb,
@@ -296,6 +297,9 @@ def test_preprocessing_reproduces_the_resized_and_padded_input(image: str) -> No
     assert resized_size(*original.shape[:2]) == tuple(info["resized_hw"])
     np.testing.assert_array_equal(resize_rgb(original), resized)
     model = D2GeneralizedRCNN(CONFIGS["d2-mask-rcnn-x101-fpn"])
+    # the task model's front gets float RGB in [0, 1], as fcmbench's datasets load images: the same pixels
+    as_loaded = torch.from_numpy(original).permute(2, 0, 1).float() / 255
+    np.testing.assert_array_equal(Detectron2RCNN("x", model, "").resize(as_loaded).numpy(), resized)
     batch = model.normalize_and_pad([torch.from_numpy(resized)])
     assert tuple(batch.shape[-2:]) == tuple(info["padded_hw"])
     height, width = resized.shape[:2]
