@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "cluster (a LocalCluster of --workers single-threaded workers, or --scheduler)")
     run.add_argument("--scheduler", metavar="ADDRESS",
                      help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (with --executor dask)")
+    run.add_argument("--no-reference", action="store_true",
+                     help="do not add the uncompressed reference (raw) when --methods leaves it out; the report "
+                     "then cannot say whether a BD-rate's accuracy range is meaningful")
     run.add_argument("--no-wait", action="store_true",
                      help="refuse (naming it) instead of waiting when another run holds --out")
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS,
@@ -95,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--meaningful-from", type=share, default=0.8, metavar="SHARE",
                         help="a BD-rate whose accuracy overlap stays below this share of the uncompressed (raw) "
                              "accuracy is marked 'low-accuracy regime' (default 0.8)")
+    report.add_argument("--facet", choices=["none", "family"], default="none",
+                        help="family: one RD panel per method family (L-MSFC, ELIC, LIC-TCM, others), each with "
+                        "the anchors")
     report.add_argument("--bootstrap", type=int, default=200, metavar="N",
                         help="resamples of the seeded paired bootstrap over images behind every 95%% interval "
                              "(default 200; 0 turns intervals off)")
@@ -236,7 +242,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                                        args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers, executor=args.executor,
-        scheduler=args.scheduler,
+        scheduler=args.scheduler, reference=not args.no_reference,
         redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})
@@ -247,6 +253,9 @@ def cmd_run(args: argparse.Namespace) -> None:
         console.print(f"[yellow]skipping {name}:[/] {reason}", highlight=False, soft_wrap=True)
     for name, codec in runner.codecs.items():
         console.print(f"{name}: {codec.describe()}", highlight=False)
+    if runner.added_reference:
+        console.print("raw added: the uncompressed reference that every BD-rate's accuracy range is judged against "
+                      "(--no-reference leaves it out)", highlight=False)
     for note in runner.task.warnings:
         console.print(f"[bold yellow]warning:[/] {note}")
     with FolderLock(args.out, wait=not args.no_wait,
@@ -295,7 +304,8 @@ def cmd_report(args: argparse.Namespace) -> None:
         written = write_tables(rd, bd, staging, anchor)
         levels.drop(columns="setup").to_csv(staging / "levels.csv", index=False)
         written.append(staging / "levels.csv")
-        page = render_report(rd, bd, levels, history, anchor, args.bd_method, staging, args.meaningful_from)
+        page = render_report(rd, bd, levels, history, anchor, args.bd_method, staging, args.meaningful_from,
+                             facet=args.facet == "family")
         failpoints.reached("report-write")
         for path in [*written, page]:
             path.replace(args.out / path.name)

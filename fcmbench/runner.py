@@ -55,9 +55,13 @@ class RunConfig:
     scheduler: str | None = None  # a running Dask scheduler's address; None starts a LocalCluster of `workers`
     redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
     max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
+    reference: bool = True  # also run the uncompressed reference (raw) when --methods leaves it out
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
+# The uncompressed features through the back: the task model's unsplit accuracy, against which the report
+# judges whether a BD-rate's accuracy range means anything. One back pass per image.
+REFERENCE = "raw"
 
 
 def pick_device(requested: str) -> str:
@@ -90,6 +94,10 @@ class Runner:
         self.codecs = {name: registry.methods.get(name)(options) for name in config.methods}
         self.rates = {name: select_rates(codec, config.rates) for name, codec in self.codecs.items()}
         self._check_rates()
+        self.added_reference = config.reference and REFERENCE not in self.codecs
+        if self.added_reference:
+            self.codecs[REFERENCE] = registry.methods.get(REFERENCE)(options)
+            self.rates[REFERENCE] = self.codecs[REFERENCE].operating_points()
         self.skipped = self._drop_unready()
         self.items = self._selected_items()
         self.cache = (config.cache or default_cache()) / "features"

@@ -65,11 +65,15 @@ def test_rates_filter_and_bits_match_bitstreams(tmp_path, tiny_coco):
     out = tmp_path / "run"
     result = run_cli("run", "--methods", "quant", "--rates", "4bit,8bit", "--out", out, *coco_args(tiny_coco),
                      "--limit", "2")
+    # the uncompressed reference is added (the report judges BD-rates against it), run after quant per image
+    assert "raw added: the uncompressed reference" in result.stderr
     # piped, not a terminal: one progress line per finished (method, rate point)
-    assert re.findall(r"quant (\w+) done: (\d)/4 items", result.stderr) == [("4bit", "3"), ("8bit", "4")]
+    assert re.findall(r"(\w+) (\w+) done: (\d)/6 items", result.stderr) == [
+        ("quant", "4bit", "4"), ("quant", "8bit", "5"), ("raw", "float32", "6")]
     with sqlite3.connect(out / "results.sqlite") as db:
-        items = db.execute("SELECT rate, bytes, bytes_per_level, pixels FROM items").fetchall()
+        items = db.execute("SELECT rate, bytes, bytes_per_level, pixels FROM items WHERE method = 'quant'").fetchall()
         evaluation = db.execute("SELECT bits, pixels FROM evaluations WHERE rate = '4bit'").fetchone()
+        assert db.execute("SELECT COUNT(*) FROM items WHERE method = 'raw'").fetchone() == (2,)
     assert {r[0] for r in items} == {"4bit", "8bit"}
     for _, size, per_level, _ in items:
         levels = json.loads(per_level)
@@ -201,7 +205,7 @@ def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tin
         save_checkpoint(build_elic(8, 20), path, int8_weights=True)
 
     args = ["run", "--methods", "elic", "--rates", "q3", *coco_args(tiny_coco), "--checkpoints", tmp_path / "ckpt",
-            "--out", tmp_path / "out"]
+            "--out", tmp_path / "out", "--no-reference"]
     def bpp() -> str:
         run_cli("report", "--out", tmp_path / "out")
         return rows(tmp_path / "out" / "rd.csv")[0]["bpp"]

@@ -111,3 +111,20 @@ def test_a_bd_rate_over_the_low_accuracy_regime_is_marked_in_every_output(tmp_pa
     assert lower[("half", "bbox_mAP")]["regime"] == "meaningful"
     result = run_cli("report", "--out", tmp_path, "--meaningful-from", "80", check=False)
     assert result.returncode == 2 and "is not a share between 0 and 1" in result.stderr
+
+
+def test_facet_by_family_draws_one_panel_per_family_with_the_anchors():
+    import pandas as pd
+
+    from fcmbench.reports.html import rd_plot
+
+    rd = pd.DataFrame([{"method": m, "bpp": b, "bbox_mAP": a}
+                       for m in ("vtm-feature", "lmsfc", "tamsf", "elic-feat", "mine")
+                       for b, a in ((0.1, 0.2), (0.2, 0.3), (0.4, 0.35))] + [{"method": "raw", "bpp": 9.0,
+                                                                               "bbox_mAP": 0.4}])
+    def panels(svg: str) -> int:
+        return svg.count('<g id="axes_')
+
+    assert panels(rd_plot(rd, "bbox_mAP", "toy")) == 1
+    # L-MSFC, ELIC and the plugin's own: three panels; the anchor is drawn in each, never alone
+    assert panels(rd_plot(rd, "bbox_mAP", "toy", facet=True)) == 3

@@ -63,13 +63,34 @@ def method_styles(methods: list[str]) -> dict[str, tuple]:
     return styles
 
 
-def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
+def family_of(method: str) -> str:
+    return next((family for family, (names, _) in FAMILIES.items() if method in names), "other methods")
+
+
+def rd_plot(group: pd.DataFrame, metric: str, title: str, facet: bool = False) -> str:
     """Every method's curve, styled by family, the legend outside the axes, and the lossless accuracy (``raw``)
-    as a reference line rather than a point."""
-    figure, axes = plt.subplots(figsize=(7.6, 4.2))
+    as a reference line rather than a point. ``facet``: one panel per family, each with the anchors beside it."""
     data = group.dropna(subset=[metric]).sort_values("bpp")
     curves = data[data["method"] != UNCOMPRESSED]
     styles = method_styles(sorted(curves["method"].unique()))
+    lossless = data.loc[data["method"] == UNCOMPRESSED, metric]
+    families = sorted({family_of(m) for m in curves["method"]} - {"anchors"}) if facet else []
+    if not families:
+        figure, axes = plt.subplots(figsize=(7.6, 4.2))
+        draw_curves(axes, curves, styles, metric, lossless, title)
+        return svg(figure)
+    figure, panels = plt.subplots(1, len(families), figsize=(4.2 * len(families) + 1.6, 4.0), sharex=True,
+                                  sharey=True, squeeze=False)
+    for axes, family in zip(panels[0], families, strict=True):
+        mine = curves[curves["method"].map(family_of).isin([family, "anchors"])]
+        draw_curves(axes, mine, styles, metric, lossless, f"{title}: {family}")
+        if axes is not panels[0][0]:
+            axes.set_ylabel("")
+    return svg(figure)
+
+
+def draw_curves(axes: plt.Axes, curves: pd.DataFrame, styles: dict, metric: str, lossless: pd.Series,
+                title: str) -> None:
     for method, curve in curves.groupby("method", sort=True):
         colour, marker = styles[method]
         axes.plot(curve["bpp"], curve[metric], marker=marker, color=colour, label=method, markersize=6,
@@ -77,7 +98,6 @@ def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
         if f"{metric}_lo" in curve and curve[f"{metric}_lo"].notna().any():
             axes.vlines(curve["bpp"], curve[f"{metric}_lo"], curve[f"{metric}_hi"], color=colour, alpha=0.5,
                         linewidth=1)
-    lossless = data.loc[data["method"] == UNCOMPRESSED, metric]
     if len(lossless):
         axes.axhline(float(lossless.max()), color="black", linestyle="--", linewidth=1,
                      label=f"uncompressed ({lossless.max():.3f})")
@@ -89,7 +109,6 @@ def rd_plot(group: pd.DataFrame, metric: str, title: str) -> str:
     axes.set(xlabel="bits per pixel (log scale)", ylabel=METRIC_TITLES.get(metric, metric), title=title)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="method (bars: 95 % interval)", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
-    return svg(figure)
 
 
 def level_plot(levels: pd.DataFrame, method: str) -> str:
@@ -114,14 +133,15 @@ def chosen_qualities(levels: pd.DataFrame) -> list[str]:
             for rate, rows in chosen.groupby("rate", sort=False)]
 
 
-def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
-    """One section per dataset x task model, each with its RD plots and per-level plots."""
+def build_sections(rd: pd.DataFrame, levels: pd.DataFrame, facet: bool = False) -> list[dict]:
+    """One section per dataset x task model, each with its RD plots (one panel per family with ``facet``) and
+    per-level plots."""
     sns.set_theme(style="whitegrid", context="notebook")
     metrics = [m for m in METRIC_TITLES if m in metric_columns(rd) and rd[m].notna().any()]
     sections = []
     for (dataset, task_model, setup), group in rd.groupby(KEYS):
         plots = [{"title": f"{dataset} / {task_model}: {METRIC_TITLES[m]}", "svg":
-                  rd_plot(group, m, f"{dataset} / {task_model}")} for m in metrics if group[m].notna().any()]
+                  rd_plot(group, m, f"{dataset} / {task_model}", facet)} for m in metrics if group[m].notna().any()]
         level_plots = []
         for method in sorted(group["method"].unique()):
             mine = levels[(levels["setup"] == setup) & (levels["method"] == method)]
@@ -134,14 +154,15 @@ def build_sections(rd: pd.DataFrame, levels: pd.DataFrame) -> list[dict]:
 
 
 def render_report(rd: pd.DataFrame, bd: pd.DataFrame | None, levels: pd.DataFrame, runs: list[dict],
-                  anchor: str | None, bd_method: str, out: Path, meaningful_from: float = MEANINGFUL_FROM) -> Path:
+                  anchor: str | None, bd_method: str, out: Path, meaningful_from: float = MEANINGFUL_FROM,
+                  facet: bool = False) -> Path:
     env = Environment(loader=PackageLoader("fcmbench.reports", "templates"), autoescape=select_autoescape(["j2"]))
     env.filters["num"] = _num
     env.filters["pct"] = _pct
     env.filters["overlap"] = overlap_text
     metrics = [m for m in headline_metrics(rd) if rd[m].notna().any()]
     html = env.get_template("report.html.j2").render(
-        sections=build_sections(rd, levels), metrics=metrics, bd=None if bd is None else bd.to_dict("records"),
+        sections=build_sections(rd, levels, facet), metrics=metrics, bd=None if bd is None else bd.to_dict("records"),
         summary=summary_rows(rd, bd, anchor)[0],
         anchor=anchor, bd_method=bd_method, meaningful_from=meaningful_from, runs=runs, published=published_points(rd),
         version=__version__,
