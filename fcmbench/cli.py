@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
+    run.add_argument("--batch-size", type=int, default=4,
+                     help="images per batch through the task network's front and back (grouped by size; the "
+                     "results are the same for any batch size)")
     run.add_argument("--executor", choices=["local", "dask"], default="local",
                      help="local: --workers processes on this machine; dask: (image, method) units on a Dask "
                      "cluster (a LocalCluster of --workers single-threaded workers, or --scheduler)")
@@ -219,6 +222,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
+    if args.batch_size < 1:
+        raise FcmbenchError(f"--batch-size {args.batch_size}: give 1 or more images per batch")
     if args.scheduler and args.executor != "dask":
         raise FcmbenchError(f"--scheduler {args.scheduler} is a Dask scheduler: add --executor dask")
     if args.max_image_pixels < 1:
@@ -242,7 +247,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                                        args.split_file, args.class_map),
         command=shlex.join(["fcmbench", *sys.argv[1:]]),
         skip_unready=args.methods.strip() == "all", workers=args.workers, executor=args.executor,
-        scheduler=args.scheduler, reference=not args.no_reference,
+        scheduler=args.scheduler, reference=not args.no_reference, batch_size=args.batch_size,
         redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
         codec_extra={"jobs": args.jobs, "vvenc_preset": args.vvenc_preset,
                      **({"vtm_dir": str(args.vtm_dir)} if args.vtm_dir else {})})

@@ -10,7 +10,7 @@ import platform
 import sys
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -56,6 +56,7 @@ class RunConfig:
     redo: list[str] = field(default_factory=list)  # methods whose stored results are recomputed
     max_image_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused before they are decoded
     reference: bool = True  # also run the uncompressed reference (raw) when --methods leaves it out
+    batch_size: int = 4  # images per front/back batch (grouped by size; results do not depend on it)
 
 
 DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
@@ -211,21 +212,96 @@ class Runner:
                 store.set_producer(setup, method, rate.label, identity)
 
     def _here(self, pending: list, progress: Progress, bar) -> Iterator[ItemResult]:
-        def show(method: str, item: DatasetItem) -> None:
-            progress.update(bar, description=f"{method} image {item.image_id}")
+        """Chunks of ``batch_size`` images. On a GPU the next chunk's fronts run in a thread while this chunk's
+        codecs code on the CPU; on the CPU the two cores are busy already and task models run from this thread
+        (``batch_invariant``'s kernel switch is process-wide)."""
+        chunks = [pending[i:i + self.config.batch_size] for i in range(0, len(pending), self.config.batch_size)]
+        overlap = self.device != "cpu"
+        with ThreadPoolExecutor(1) as ahead:
+            upcoming = None
+            for i, chunk in enumerate(chunks):
+                prepared = upcoming.result() if upcoming else self.prepared(chunk)
+                nxt = chunks[i + 1] if i + 1 < len(chunks) else None
+                upcoming = ahead.submit(self.prepared, nxt) if overlap and nxt else None
+                progress.update(bar, description=f"images {chunk[0][0].image_id}..{chunk[-1][0].image_id}")
+                yield from self.chunk_results(chunk, prepared)
 
-        for item, todo in pending:
-            yield from self.image_results(item, todo, show)
-
-    def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]],
-                      starting=lambda method, item: None) -> Iterator[ItemResult]:
+    def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
         """The results of one image for its unfinished (method, rate point) pairs."""
-        work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
+        chunk = [(item, todo)]
+        return list(self.chunk_results(chunk, self.prepared(chunk)))
+
+    def prepared(self, chunk: list[tuple[DatasetItem, list]]) -> tuple[list[ImageWork], FcmbenchError | None]:
+        """The chunk's images, with their front features where a feature codec needs them (cached, or one
+        batched front). An image that does not load ends the chunk there: the images before it are still
+        coded and stored, then its error stops the run, as in a run of one image at a time."""
+        works, error = [], None
+        for item, _ in chunk:
+            work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
+            try:
+                work.image  # noqa: B018  decoded now: a bad file ends the chunk before its batch
+            except FcmbenchError as err:
+                error = err
+                break
+            works.append(work)
+        needed = [work for work, (_, todo) in zip(works, chunk, strict=False)
+                  if any(self.codecs[method].kind != "image" for method, _ in todo)]
+        missing = [work for work in needed if not work.load_cached()]
+        if missing:
+            start = time.perf_counter()
+            with torch.inference_mode():
+                features = self.task.front_batch([work.image for work in missing])
+            share = (time.perf_counter() - start) / len(missing)
+            for work, feature in zip(missing, features, strict=True):
+                work.keep(feature, share)
+        return works, error
+
+    def chunk_results(self, chunk: list[tuple[DatasetItem, list]],
+                      prepared: tuple[list[ImageWork], FcmbenchError | None]) -> Iterator[ItemResult]:
+        """Each method in turn: every image encoded at its rate points, then per rate point the decoded images
+        through the back as one batch; results come one (method, rate point) at a time, to be stored."""
+        works, error = prepared
+        chunk = chunk[:len(works)]
         for method, codec in self.codecs.items():
-            rates = [r for m, r in todo if m == method]
-            if rates:
-                starting(method, item)
-                yield from work.run(method, codec, rates)
+            rates_of = [[r for m, r in todo if m == method] for _, todo in chunk]
+            coded = {}  # (image index, rate label) -> (bitstream, encode seconds)
+            for i, (work, rates) in enumerate(zip(works, rates_of, strict=True)):
+                if rates:
+                    with work.context(method), torch.inference_mode():
+                        encoded = codec.encode_batch(work.source(codec), rates)
+                    coded.update({(i, r.label): e for r, e in zip(rates, encoded, strict=True)})
+            for rate in self.rates[method]:
+                members = [i for i, rates in enumerate(rates_of) if rate in rates]
+                if members:
+                    yield from self._finish(method, codec, rate, [(works[i], *coded[i, rate.label]) for i in members])
+        if error:
+            raise error
+
+    def _finish(self, method: str, codec: Codec, rate: RatePoint,
+                coded: list[tuple[ImageWork, bytes, float]]) -> list[ItemResult]:
+        decoded, decode_s = [], []
+        with torch.inference_mode():
+            for work, data, _ in coded:
+                with work.context(f"{method} at {rate.label}"):
+                    start = time.perf_counter()
+                    decoded.append(codec.decode(data))
+                    decode_s.append(time.perf_counter() - start)
+                    work.check_decoded(codec, decoded[-1])
+            front_s = [work.front_s for work, _, _ in coded]
+            if codec.kind == "image":
+                start = time.perf_counter()
+                decoded = self.task.front_batch(decoded)
+                front_s = [(time.perf_counter() - start) / len(coded)] * len(coded)
+            start = time.perf_counter()
+            predictions = self.task.back_batch(decoded)
+            back_s = (time.perf_counter() - start) / len(coded)
+        return [ItemResult(
+            method=method, rate=rate.label, image_id=work.item.image_id, rate_value=rate.value,
+            pixels=work.item.width * work.item.height, bytes=len(data), bytes_per_level=codec.bytes_per_level(data),
+            encode_s=encode_s, decode_s=decode, front_s=front, back_s=back_s,
+            predictions=self.task.to_coco_results(work.item.image_id, prediction), stream_info=codec.stream_info(data))
+            for (work, data, encode_s), decode, front, prediction in zip(coded, decode_s, front_s, predictions,
+                                                                         strict=True)]
 
     def _in_workers(self, pending: list) -> Iterator[ItemResult]:
         """Images spread over worker processes, each with its own task model and codecs; results come back
@@ -233,7 +309,8 @@ class Runner:
         context = multiprocessing.get_context("spawn")  # forking a process with torch threads can hang
         with ProcessPoolExecutor(self.config.workers, context, initializer=_start_worker,
                                  initargs=(self.config,)) as pool:
-            futures = [pool.submit(_image_in_worker, item, todo) for item, todo in pending]
+            size = self.config.batch_size
+            futures = [pool.submit(_chunk_in_worker, pending[i:i + size]) for i in range(0, len(pending), size)]
             try:
                 for future in as_completed(futures):
                     yield from future.result()
@@ -300,8 +377,8 @@ def _start_worker(config: RunConfig) -> None:
     _worker_runner = Runner(config, Console(quiet=True))
 
 
-def _image_in_worker(item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
-    return list(_worker_runner.image_results(item, todo))
+def _chunk_in_worker(chunk: list[tuple[DatasetItem, list]]) -> list[ItemResult]:
+    return list(_worker_runner.chunk_results(chunk, _worker_runner.prepared(chunk)))
 
 
 DASK_ATTEMPTS = 3  # a unit whose worker dies this many times is reported instead of retried again
@@ -357,7 +434,7 @@ def _unit_on_dask_worker(config: RunConfig, item: DatasetItem, todo: list[tuple[
         torch.set_num_threads(1)
         _dask_runners.clear()
         _dask_runners[key] = Runner(config, Console(quiet=True))
-    return list(_dask_runners[key].image_results(item, todo))
+    return _dask_runners[key].image_results(item, todo)
 
 
 class ImageWork:
@@ -383,27 +460,38 @@ class ImageWork:
         return self._image
 
     def features(self) -> FeatureSet:
-        if self._features is None:
-            self._features = self._cached_features()
+        """The front features, from the cache or computed alone (the runner batches them: ``keep``)."""
+        if self._features is None and not self.load_cached():
+            start = time.perf_counter()
+            with torch.inference_mode():
+                features = self.task.front(self.image)
+            self.keep(features, time.perf_counter() - start)
         return self._features
+
+    def source(self, codec: Codec) -> FeatureSet | torch.Tensor:
+        return self.image if codec.kind == "image" else self.features()
 
     def _cache_path(self) -> Path:
         parts = [self.task.name, self.task.weights_id, self.task.preprocessing_id(), file_digest(self.item.path)]
         key = "|".join(parts)
         return self.cache / f"{hashlib.sha256(key.encode()).hexdigest()}.pt"
 
-    def _cached_features(self) -> FeatureSet:
+    def load_cached(self) -> bool:
         path = self._cache_path()
         if path.is_file():
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
-                return FeatureSet(saved["levels"], tuple(saved["original_size"]), tuple(saved["input_size"]),
-                                  saved.get("meta", {}))
+                self._features = FeatureSet(saved["levels"], tuple(saved["original_size"]),
+                                            tuple(saved["input_size"]), saved.get("meta", {}))
+                return True
             except Exception:  # a damaged cache entry is recomputed, never trusted
                 path.unlink(missing_ok=True)
-        start = time.perf_counter()
-        features = self.task.front(self.image)
-        self.front_s = time.perf_counter() - start
+        return False
+
+    def keep(self, features: FeatureSet, front_s: float) -> None:
+        """Front features computed for this image, kept and written to the cache."""
+        self._features, self.front_s = features, front_s
+        path = self._cache_path()
         path.parent.mkdir(parents=True, exist_ok=True)
         # one partial file per process: two runs sharing the cache may compute the same entry at once
         partial = path.with_suffix(f".{os.getpid()}.partial")
@@ -411,26 +499,15 @@ class ImageWork:
                     "input_size": list(features.input_size), "meta": features.meta}, partial)
         failpoints.reached("cache-write")
         partial.replace(path)
-        return features
-
-    def run(self, method: str, codec: Codec, rates: list[RatePoint]) -> Iterator[ItemResult]:
-        """Encode at every rate point (concurrently where the codec can), then decode and run the back of
-        each, yielding results one by one so that each is stored as soon as it is finished."""
-        source = self.image if codec.kind == "image" else self.features()
-        with self._context(method):
-            encoded = codec.encode_batch(source, rates)
-        for rate, (data, encode_s) in zip(rates, encoded, strict=True):
-            with self._context(f"{method} at {rate.label}"):
-                yield self._finish(method, codec, rate, data, encode_s)
 
     @contextmanager
-    def _context(self, what: str) -> Iterator[None]:
+    def context(self, what: str) -> Iterator[None]:
         try:
             yield
         except FcmbenchError as err:
             raise FcmbenchError(f"{what} on image {self.item.image_id} ({self.item.path.name}): {err}") from None
 
-    def _check_decoded(self, codec: Codec, decoded: FeatureSet | torch.Tensor) -> None:
+    def check_decoded(self, codec: Codec, decoded: FeatureSet | torch.Tensor) -> None:
         """The back of the task network gets only what its front could have made: the shapes and sizes of what
         was encoded (a stream can pass every check of its own and still describe other features)."""
         if codec.kind == "image":
@@ -444,22 +521,3 @@ class ImageWork:
             raise BitstreamError(f"corrupt bitstream: decoded levels {decoded.shapes()} at sizes "
                                  f"{decoded.original_size}/{decoded.input_size} differ from the encoded ones "
                                  f"{source.shapes()} at {source.original_size}/{source.input_size}")
-
-    def _finish(self, method: str, codec: Codec, rate: RatePoint, data: bytes, encode_s: float) -> ItemResult:
-        start = time.perf_counter()
-        decoded = codec.decode(data)
-        decode_s = time.perf_counter() - start
-        self._check_decoded(codec, decoded)
-        front_s = self.front_s
-        if codec.kind == "image":
-            start_front = time.perf_counter()
-            decoded = self.task.front(decoded)
-            front_s = time.perf_counter() - start_front
-        start_back = time.perf_counter()
-        prediction = self.task.back(decoded)
-        back_s = time.perf_counter() - start_back
-        return ItemResult(
-            method=method, rate=rate.label, image_id=self.item.image_id, rate_value=rate.value,
-            pixels=self.item.width * self.item.height, bytes=len(data), bytes_per_level=codec.bytes_per_level(data),
-            encode_s=encode_s, decode_s=decode_s, front_s=front_s, back_s=back_s,
-            predictions=self.task.to_coco_results(self.item.image_id, prediction), stream_info=codec.stream_info(data))

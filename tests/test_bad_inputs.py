@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import run_cli
 
@@ -134,6 +135,9 @@ CASES = [
         "run", "--methods", "mfiba-elic", "--limit", "1", "--out", tmp / "out", "--checkpoints",
         broken_rate_model(tmp), *coco_args(*c)], "a and b must hold one finite number per level", NO_OUT),
     Case("workers 0", lambda tmp, c: run_args(tmp, c, "--workers", "0"), "--workers 0", NO_OUT),
+    Case("batch size 0", lambda tmp, c: run_args(tmp, c, "--batch-size", "0"), "--batch-size 0", NO_OUT),
+    Case("cuda without a GPU", lambda tmp, c: run_args(tmp, c, "--device", "cuda"), "no CUDA device", NO_OUT,
+         skip="this machine has CUDA" if torch.cuda.is_available() else None),
     Case("unknown method", lambda tmp, c: [*run_args(tmp, c)[:2], "nope", *run_args(tmp, c)[3:]],
          "unknown method 'nope'", NO_OUT),
     Case("train --out a file", lambda tmp, c: ["train", "lmsfc", "--quality", "1", "--out", file_at(tmp / "ck"),

@@ -65,11 +65,11 @@ def test_rates_filter_and_bits_match_bitstreams(tmp_path, tiny_coco):
     out = tmp_path / "run"
     result = run_cli("run", "--methods", "quant", "--rates", "4bit,8bit", "--out", out, *coco_args(tiny_coco),
                      "--limit", "2")
-    # the uncompressed reference is added (the report judges BD-rates against it), run after quant per image
+    # the uncompressed reference is added (the report judges BD-rates against it), run after quant
     assert "raw added: the uncompressed reference" in result.stderr
-    # piped, not a terminal: one progress line per finished (method, rate point)
+    # piped, not a terminal: one progress line per finished (method, rate point); both images are one batch
     assert re.findall(r"(\w+) (\w+) done: (\d)/6 items", result.stderr) == [
-        ("quant", "4bit", "4"), ("quant", "8bit", "5"), ("raw", "float32", "6")]
+        ("quant", "4bit", "2"), ("quant", "8bit", "4"), ("raw", "float32", "6")]
     with sqlite3.connect(out / "results.sqlite") as db:
         items = db.execute("SELECT rate, bytes, bytes_per_level, pixels FROM items WHERE method = 'quant'").fetchall()
         evaluation = db.execute("SELECT bits, pixels FROM evaluations WHERE rate = '4bit'").fetchone()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,15 @@ class TaskModel(ABC):
     @abstractmethod
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]: ...
 
+    def front_batch(self, images: list[torch.Tensor]) -> list[FeatureSet]:
+        """The fronts of several images, each exactly what ``front`` gives it alone (models that can run a batch
+        at once override this)."""
+        return [self.front(image) for image in images]
+
+    def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
+        """The backs of several feature sets, each exactly what ``back`` gives it alone."""
+        return [self.back(feature) for feature in features]
+
     @abstractmethod
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """The unsplit network, for checking that the split changes nothing."""
@@ -81,6 +92,31 @@ def prediction_to_coco(image_id: int, prediction: dict[str, torch.Tensor], categ
             result["keypoints"] = [round(float(v), 2) for v in keypoints[i].detach().cpu().flatten()]
         results.append(result)
     return results
+
+
+@contextmanager
+def batch_invariant(device: str) -> Iterator[None]:
+    """On the CPU, oneDNN picks other convolution kernels for other batch sizes, so an image's features would
+    change in their last bits with its neighbours; PyTorch's own kernels work image by image and give every image
+    the same result in any batch. The switch is process-wide: the runner calls task models from one thread on the
+    CPU."""
+    if device != "cpu":
+        yield
+        return
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def same_shape(things: list, shape: Callable) -> list[list[int]]:
+    """Indices of ``things`` grouped by ``shape(thing)``, in their order: the groups a batch may hold."""
+    groups: dict[str, list[int]] = {}
+    for i, thing in enumerate(things):
+        groups.setdefault(repr(shape(thing)), []).append(i)
+    return list(groups.values())
 
 
 def file_sha256(path: Path) -> str:

@@ -43,7 +43,7 @@ from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, file_sha256
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/detectron2/"
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
@@ -646,7 +646,8 @@ class Detectron2RCNN(TaskModel):
             groups.setdefault(tuple(-(-side // d) * d for side in small.shape[:2]), []).append(i)
         out: list[FeatureSet | None] = [None] * len(images)
         for members in groups.values():
-            features = self.model.backbone(self.model.normalize_and_pad([resized[i] for i in members]))
+            with batch_invariant(self.device):
+                features = self.model.backbone(self.model.normalize_and_pad([resized[i] for i in members]))
             for row, i in enumerate(members):
                 levels = {name: features[name][row].float().cpu() for name in LEVELS}
                 out[i] = FeatureSet(levels, tuple(images[i].shape[-2:]), tuple(resized[i].shape[:2]),
@@ -666,7 +667,8 @@ class Detectron2RCNN(TaskModel):
         if len(shapes) != 1:  # differently padded images go one by one
             return [self.back_batch([f])[0] for f in features]
         batch = {name: torch.stack([f[name] for f in features]).to(self.device) for name in self.level_names}
-        detections = self.model.heads(batch, [f.input_size for f in features])
+        with batch_invariant(self.device):
+            detections = self.model.heads(batch, [f.input_size for f in features])
         out = []
         for det, feature in zip(detections, features, strict=True):
             result = self.model.postprocess(det, feature.input_size, feature.original_size)

@@ -17,7 +17,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, file_sha256
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
 
 RANDOM_WEIGHTS_WARNING = "task model uses RANDOM weights (--weights none): accuracies are meaningless"
 
@@ -45,24 +45,50 @@ class TorchvisionRCNN(TaskModel):
         return self._levels
 
     @torch.inference_mode()
+    def front_batch(self, images: list[torch.Tensor]) -> list[FeatureSet]:
+        """Images whose padded sizes agree go through the backbone together; every image is padded as if it
+        were alone, so a neighbour never changes its features."""
+        alone = [self.model.transform([image.to(self.device)])[0] for image in images]
+        out: list[FeatureSet | None] = [None] * len(images)
+        for members in same_shape(alone, lambda image_list: image_list.tensors.shape):
+            with batch_invariant(self.device):
+                features = self.model.backbone(torch.cat([alone[i].tensors for i in members]))
+            for row, i in enumerate(members):
+                levels = {name: tensor[row].float().cpu() for name, tensor in features.items()}
+                out[i] = FeatureSet(levels, tuple(images[i].shape[-2:]), tuple(alone[i].image_sizes[0]),
+                                    {"derived": self.derived})
+        return out
+
     def front(self, image: torch.Tensor) -> FeatureSet:
-        images, _ = self.model.transform([image.to(self.device)])
-        features = self.model.backbone(images.tensors)
-        levels = {name: tensor[0].float().cpu() for name, tensor in features.items()}
-        return FeatureSet(levels, tuple(image.shape[-2:]), tuple(images.image_sizes[0]), {"derived": self.derived})
+        return self.front_batch([image])[0]
 
     @torch.inference_mode()
+    def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
+        for feature in features:
+            missing = [name for name in self.level_names if name not in feature]
+            if missing:
+                raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features "
+                                    "lack")
+        out: list[dict | None] = [None] * len(features)
+        for members in same_shape(features, lambda f: (f.shapes(), self._padded_shape(f.input_size))):
+            group = [features[i] for i in members]
+            for i, detections in zip(members, self._back_group(group), strict=True):
+                out[i] = {key: value.cpu() for key, value in detections.items()}
+        return out
+
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:
-        missing = [name for name in self.level_names if name not in features]
-        if missing:
-            raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
-        batch = OrderedDict((name, features[name][None].to(self.device)) for name in self.level_names)
-        image_list = ImageList(self._padded_placeholder(features.input_size), [features.input_size])
-        proposals, _ = self.model.rpn(image_list, batch)
-        detections, _ = self.model.roi_heads(batch, proposals, image_list.image_sizes)
-        detections = self.model.transform.postprocess(detections, image_list.image_sizes,
-                                                      [features.original_size])
-        return {key: value.cpu() for key, value in detections[0].items()}
+        return self.back_batch([features])[0]
+
+    def _back_group(self, group: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
+        batch = OrderedDict((name, torch.stack([f[name] for f in group]).to(self.device))
+                            for name in self.level_names)
+        sizes = [f.input_size for f in group]
+        placeholder = torch.zeros(1, device=self.device).expand(len(group), 3, *self._padded_shape(sizes[0]))
+        image_list = ImageList(placeholder, sizes)
+        with batch_invariant(self.device):
+            proposals, _ = self.model.rpn(image_list, batch)
+            detections, _ = self.model.roi_heads(batch, proposals, image_list.image_sizes)
+        return self.model.transform.postprocess(detections, sizes, [f.original_size for f in group])
 
     def training_loss(self, features: FeatureSet, levels: dict[str, torch.Tensor], target: dict) -> torch.Tensor:
         """The network's own RPN + ROI-head training losses on (reconstructed) ``levels`` ``[1, C, H, W]``,
@@ -84,18 +110,23 @@ class TorchvisionRCNN(TaskModel):
 
     def _padded_placeholder(self, input_size: tuple[int, int]) -> torch.Tensor:
         # The RPN's anchor generator reads only the padded batch shape; a zero-stride view costs nothing.
+        return torch.zeros(1, device=self.device).expand(1, 3, *self._padded_shape(input_size))
+
+    def _padded_shape(self, input_size: tuple[int, int]) -> tuple[int, int]:
         step = self.model.transform.size_divisible
-        height, width = (-(-side // step) * step for side in input_size)
-        return torch.zeros(1, device=self.device).expand(1, 3, height, width)
+        return tuple(-(-side // step) * step for side in input_size)
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        output = self.model([image.to(self.device)])[0]
+        with batch_invariant(self.device):
+            output = self.model([image.to(self.device)])[0]
         return {key: value.cpu() for key, value in output.items()}
 
     def preprocessing_id(self) -> str:
         t = self.model.transform
-        return f"resize{t.min_size}-{t.max_size}-mean{list(t.image_mean)}-std{list(t.image_std)}-div{t.size_divisible}"
+        # "native-conv": batch_invariant's kernels, whose features differ from oneDNN's in the last bits
+        return (f"resize{t.min_size}-{t.max_size}-mean{list(t.image_mean)}-std{list(t.image_std)}"
+                f"-div{t.size_divisible}-native-conv")
 
 
 def resize_target(target: dict, original: tuple[int, int], size: tuple[int, int]) -> dict:

@@ -1,9 +1,13 @@
 """On-demand speed benchmarks: `.venv/bin/pytest tests/benchmarks/bench_*.py`."""
 
+import time
+
 import pytest
 import torch
 
-from fcmbench.codec import RatePoint
+from fcmbench import registry
+from fcmbench.codec import CodecOptions, RatePoint
+from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
 from fcmbench.methods.quant import QuantCodec
 from fcmbench.methods.raw import RawCodec
@@ -38,3 +42,40 @@ def test_quant_decode(benchmark, levels):
 def test_raw_round_trip_coco(benchmark):
     x, codec = features(COCO_LEVELS), RawCodec()
     benchmark(lambda: codec.decode(codec.encode(x, codec.rate_points()[0])))
+
+
+# Every registered codec at its middle rate point, on one image's worth of input: encode and decode seconds.
+# Learned feature codecs use their shipped shapes_rcnn checkpoints; on the COCO-sized levels (256 channels) only
+# the codecs whose networks do not depend on the channel count (the tiled ones, the anchors) can run.
+IMAGE_SIZES = {"shapes": (256, 256), "coco-r50": (480, 640)}
+
+
+def codec_input(codec, size: str):
+    if codec.kind == "image":
+        return torch.rand(3, *IMAGE_SIZES[size], generator=torch.Generator().manual_seed(0))
+    if size == "coco-r50":
+        return features(COCO_LEVELS)
+    return FeatureSet(features(SHAPES_LEVELS).levels, (256, 256), (256, 256))
+
+
+@pytest.mark.parametrize("size", list(IMAGE_SIZES))
+@pytest.mark.parametrize("method", registry.methods.names())
+def test_every_codec_encode_decode(benchmark, method, size):
+    codec = registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn", extra={"vvenc_preset": "faster"}))
+    points = codec.operating_points()
+    rate = points[len(points) // 2]
+    x = codec_input(codec, size)
+    if codec.kind != "image":
+        x.meta["derived"] = {"pool": "3"}
+    try:
+        codec.ensure_ready([rate])
+        start = time.perf_counter()
+        data = codec.encode(x, rate)
+        encode_s = time.perf_counter() - start
+    except FcmbenchError as err:
+        pytest.skip(f"{method} cannot code {size} input here: {str(err)[:120]}")
+    start = time.perf_counter()
+    benchmark.pedantic(codec.decode, args=(data,), rounds=1, iterations=1)
+    decode_s = time.perf_counter() - start
+    print(f"\n{method} {rate.label} on {size}: encode {encode_s:.3f} s, decode {decode_s:.3f} s, "
+          f"{8 * len(data) / (IMAGE_SIZES[size][0] * IMAGE_SIZES[size][1]):.3f} bpp")
