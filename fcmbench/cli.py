@@ -68,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(e.g. after retraining their checkpoints)")
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
-    run.add_argument("--batch-size", type=int, default=4,
+    run.add_argument("--batch-size", type=int,
                      help="images per batch through the task network's front and back (grouped by size; the "
-                     "results are the same for any batch size)")
+                     "results are the same for any batch size; default 4 on a GPU, 1 on the CPU)")
     run.add_argument("--executor", choices=["local", "dask"], default="local",
                      help="local: --workers processes on this machine; dask: (image, method) units on a Dask "
                      "cluster (a LocalCluster of --workers single-threaded workers, or --scheduler)")
@@ -222,7 +222,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise FcmbenchError(f"--batch-size {args.batch_size}: give 1 or more images per batch")
     if args.scheduler and args.executor != "dask":
         raise FcmbenchError(f"--scheduler {args.scheduler} is a Dask scheduler: add --executor dask")

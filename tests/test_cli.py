@@ -64,7 +64,7 @@ def test_run_report_and_resume(tmp_path, tiny_coco):
 def test_rates_filter_and_bits_match_bitstreams(tmp_path, tiny_coco):
     out = tmp_path / "run"
     result = run_cli("run", "--methods", "quant", "--rates", "4bit,8bit", "--out", out, *coco_args(tiny_coco),
-                     "--limit", "2")
+                     "--limit", "2", "--batch-size", "2")
     # the uncompressed reference is added (the report judges BD-rates against it), run after quant
     assert "raw added: the uncompressed reference" in result.stderr
     # piped, not a terminal: one progress line per finished (method, rate point); both images are one batch
