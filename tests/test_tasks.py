@@ -1,10 +1,12 @@
 """The split changes nothing: back(front(x)) equals the unsplit network's output exactly."""
 
+import numpy as np
 import pytest
 import torch
+from pycocotools import mask as mask_utils
 
 from fcmbench.errors import FcmbenchError
-from fcmbench.tasks.base import TaskModelOptions
+from fcmbench.tasks.base import TaskModelOptions, prediction_to_coco
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS, shapes_rcnn
 from fcmbench.tasks.torchvision_rcnn import (
     faster_rcnn_r50_fpn,
@@ -82,3 +84,15 @@ def test_default_weights_without_internet_explain_what_to_do(tmp_path, monkeypat
         assert "--weights PATH" in str(err) and "--weights none" in str(err)
     else:  # a machine with internet downloaded the real weights
         assert task.weights_id.startswith("FasterRCNN_ResNet50_FPN_Weights")
+
+
+def test_masks_become_rle_that_decode_to_the_thresholded_masks():
+    gen = torch.Generator().manual_seed(0)
+    masks = torch.rand(3, 1, 20, 30, generator=gen)
+    prediction = {"boxes": torch.tensor([[1.0, 2.0, 5.0, 9.0]] * 3), "scores": torch.tensor([0.9, 0.5, 0.1]),
+                  "labels": torch.tensor([1, 2, 3]), "masks": masks}
+    results = prediction_to_coco(7, prediction, int)
+    assert [r["category_id"] for r in results] == [1, 2, 3] and results[0]["bbox"] == [1.0, 2.0, 4.0, 7.0]
+    for result, mask in zip(results, masks, strict=True):
+        rle = {"size": result["segmentation"]["size"], "counts": result["segmentation"]["counts"].encode()}
+        assert np.array_equal(mask_utils.decode(rle), (mask[0] > 0.5).numpy().astype(np.uint8))
