@@ -228,35 +228,41 @@ class Runner:
                 progress.update(bar, description=f"images {chunk[0][0].image_id}..{chunk[-1][0].image_id}")
                 yield from self.chunk_results(chunk, prepared)
 
-    def image_results(self, item: DatasetItem, todo: list[tuple[str, RatePoint]]) -> list[ItemResult]:
-        """The results of one image for its unfinished (method, rate point) pairs."""
-        chunk = [(item, todo)]
+    def results_of(self, chunk: list[tuple[DatasetItem, list]]) -> list[ItemResult]:
+        """The results of a chunk of images for their unfinished (method, rate point) pairs (a worker's unit)."""
         return list(self.chunk_results(chunk, self.prepared(chunk)))
 
     def prepared(self, chunk: list[tuple[DatasetItem, list]]) -> tuple[list[ImageWork], FcmbenchError | None]:
         """The chunk's images, with their front features where a feature codec needs them (cached, or one
         batched front). An image that does not load ends the chunk there: the images before it are still
         coded and stored, then its error stops the run, as in a run of one image at a time."""
-        works, error = [], None
-        for item, _ in chunk:
+        works, missing, error = [], [], None
+        for item, todo in chunk:
             work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
-            try:
-                work.image  # noqa: B018  decoded now: a bad file ends the chunk before its batch
-            except FcmbenchError as err:
-                error = err
-                break
+            kinds = {self.codecs[method].kind for method, _ in todo}
+            front_needed = kinds != {"image"} and not work.load_cached()
+            if front_needed or "image" in kinds:
+                try:
+                    work.image  # noqa: B018  decoded now: a bad file ends the chunk before its batch
+                except FcmbenchError as err:
+                    error = err
+                    break
             works.append(work)
-        needed = [work for work, (_, todo) in zip(works, chunk, strict=False)
-                  if any(self.codecs[method].kind != "image" for method, _ in todo)]
-        missing = [work for work in needed if not work.load_cached()]
-        if missing:
-            start = time.perf_counter()
-            with torch.inference_mode():
-                features = self.task.front_batch([work.image for work in missing])
-            share = (time.perf_counter() - start) / len(missing)
-            for work, feature in zip(missing, features, strict=True):
-                work.keep(feature, share)
+            if front_needed:
+                missing.append(work)
+        self._fronts(missing)
         return works, error
+
+    def _fronts(self, works: list[ImageWork]) -> None:
+        """One batched front for the images whose features are not cached."""
+        if not works:
+            return
+        start = time.perf_counter()
+        with torch.inference_mode():
+            features = self.task.front_batch([work.image for work in works])
+        share = (time.perf_counter() - start) / len(works)
+        for work, feature in zip(works, features, strict=True):
+            work.keep(feature, share)
 
     def chunk_results(self, chunk: list[tuple[DatasetItem, list]],
                       prepared: tuple[list[ImageWork], FcmbenchError | None]) -> Iterator[ItemResult]:
@@ -380,7 +386,7 @@ def _start_worker(config: RunConfig) -> None:
 
 
 def _chunk_in_worker(chunk: list[tuple[DatasetItem, list]]) -> list[ItemResult]:
-    return list(_worker_runner.chunk_results(chunk, _worker_runner.prepared(chunk)))
+    return _worker_runner.results_of(chunk)
 
 
 DASK_ATTEMPTS = 3  # a unit whose worker dies this many times is reported instead of retried again
@@ -436,7 +442,7 @@ def _unit_on_dask_worker(config: RunConfig, item: DatasetItem, todo: list[tuple[
         torch.set_num_threads(1)
         _dask_runners.clear()
         _dask_runners[key] = Runner(config, Console(quiet=True))
-    return _dask_runners[key].image_results(item, todo)
+    return _dask_runners[key].results_of([(item, todo)])
 
 
 class ImageWork:

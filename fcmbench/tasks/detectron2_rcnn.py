@@ -43,7 +43,7 @@ from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
 from fcmbench.errors import FcmbenchError
 from fcmbench.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/detectron2/"
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
@@ -641,11 +641,8 @@ class Detectron2RCNN(TaskModel):
         features never depend on the batch: a wider neighbour would change the zero padding's neighbourhood)."""
         resized = [self.resize(image) for image in images]
         d = self.model.config.size_divisibility
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, small in enumerate(resized):
-            groups.setdefault(tuple(-(-side // d) * d for side in small.shape[:2]), []).append(i)
         out: list[FeatureSet | None] = [None] * len(images)
-        for members in groups.values():
+        for members in same_shape(resized, lambda small: tuple(-(-side // d) * d for side in small.shape[:2])):
             with batch_invariant(self.device):
                 features = self.model.backbone(self.model.normalize_and_pad([resized[i] for i in members]))
             for row, i in enumerate(members):
