@@ -8,7 +8,7 @@ SHARED=${SHARED:-../shared}
 CKPT=${CKPT:-runs/ssd-checkpoints}
 RUN=${RUN:-runs/coco-val96-ssd-fpnlite}
 OUT=${OUT:-docs/results/coco-val96-ssd-fpnlite}
-BIN=.venv/bin
+BIN=${BIN:-.venv/bin}  # a wrapper folder can bound each command (e.g. `timeout`)
 TASK=ssd_mobilenet_fpnlite
 export FCMBENCH_SSD_ONNX=$SHARED/models/ssd-mobilenet-v2-fpnlite-256-coco/ssd_mobilenet_v2_fpnlite_10_256_int8.onnx
 
@@ -28,12 +28,14 @@ finetuned() {  # method base-quality base-steps base-lr steps-each lr-each "q:λ
   scope=$TASK
   if [[ $method == elic || $method == tcm ]]; then scope=images; fi
   top=$(wc -w <<< "$points")
-  # FINETUNE_ONLY=1 keeps an existing base and redoes only the chain of fine-tunes
-  if [[ -z ${FINETUNE_ONLY:-} ]]; then
+  # Resumable: a checkpoint that exists is kept (delete it to retrain it), and an interrupted `fcmbench train`
+  # continues from its own resume file when run again, so the stage can be stopped and restarted at any time.
+  if [[ ! -f $CKPT/base/$method/$scope/q$base.pt ]]; then
     $BIN/fcmbench train "$method" --quality "$base" --lmbda "$(lambda_of "$base" "$points")" --steps "$base_steps" \
       --lr "$base_lr" "$@" --out "$CKPT/base"
   fi
   for quality in "$base" $(seq $((base + 1)) "$top") $(seq $((base - 1)) -1 1); do
+    [[ -f $CKPT/$method/$scope/q$quality.pt ]] && continue
     if ((quality == base)); then init=$CKPT/base/$method/$scope/q$base.pt
     elif ((quality > base)); then init=$CKPT/$method/$scope/q$((quality - 1)).pt
     else init=$CKPT/$method/$scope/q$((quality + 1)).pt; fi
@@ -91,6 +93,7 @@ image_codec() {  # method base-steps steps-each size...
 # 4. MFIBA on each: the per-level task loss-rate model on 40 of the unlabelled images, measured against the
 #    uncompressed detector's own detections scoring >= 0.5 (no labels there), then the importance predictor.
 mfiba() {  # method
+  [[ -f $CKPT/$1/$TASK/importance.pt ]] && return
   $BIN/fcmbench fit-rate-model "$1" --task-model $TASK --image-folder "$FOLDER" --images 40 --threads "$THREADS" \
     --out "$CKPT"
   $BIN/fcmbench train "$1" --task-model $TASK --image-folder "$FOLDER" --steps 600 --lr 1e-3 --threads "$THREADS" \
