@@ -34,6 +34,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check fcmbench tests
+	$(BIN)/lint-imports
 	$(BIN)/pytest
 
 # Hostile bitstreams, on demand: 10,000 structure-aware cases per codec (CI runs 200). Every stream that fails is

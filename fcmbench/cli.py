@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fcmbench import failpoints, registry
-from fcmbench.datasets.base import MAX_IMAGE_PIXELS, DatasetOptions
-from fcmbench.errors import FcmbenchError
+from fcmbench.core import failpoints, registry
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.options import MAX_IMAGE_PIXELS, DatasetOptions
 
 console = Console(stderr=True)
 if not console.is_terminal:
@@ -41,16 +41,35 @@ def share(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+class RecordingParser(argparse.ArgumentParser):
+    """Keeps the actions it was given, so an experiment file can be checked against the options it stands for."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.options: dict[str, argparse.Action] = {}  # before the parser adds its own --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        if action.option_strings:
+            self.options[action.dest] = action
+        return action
+
+
+def build_parser(run_defaults: dict | None = None) -> argparse.ArgumentParser:
+    """``run_defaults``: the run options an experiment file sets (flags given on the command line override them)."""
     parser = argparse.ArgumentParser(prog="fcmbench", description="Benchmark feature coding for machines.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=RecordingParser)
 
     commands.add_parser("list", help="methods with their rate points, task models, datasets")
 
     run = commands.add_parser("run", help="evaluate methods x rate points on a dataset")
-    run.add_argument("--methods", required=True, help="comma-separated method names, or 'all'")
-    run.add_argument("--dataset", required=True, help="dataset name (see `fcmbench list`)")
-    run.add_argument("--out", required=True, type=Path, help="results folder (created; reused to resume)")
+    run.add_argument("--config", type=Path, metavar="EXPERIMENT.toml",
+                     help="an experiment file: any option of run as `key = value` (e.g. methods = [\"lmsfc\", "
+                     "\"raw\"], limit = 50, executor = \"dask\"); flags given here override it")
+    run.add_argument("--methods", help="comma-separated method names, or 'all' (required, here or in --config)")
+    run.add_argument("--dataset", help="dataset name (see `fcmbench list`) (required, here or in --config)")
+    run.add_argument("--out", type=Path, help="results folder (created; reused to resume) (required, here or in "
+                     "--config)")
     run.add_argument("--task-model", help="task model name (default: the dataset's own, else faster_rcnn_r50_fpn)")
     run.add_argument("--weights", help="local weights file, or 'none' for random weights (default: the model's)")
     run.add_argument("--rates", help="comma-separated rate point labels to run (default: all of each method)")
@@ -88,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--images", type=Path, help="image folder (with --annotations)")
     run.add_argument("--annotations", type=Path, help="COCO-format annotation JSON (with --images)")
     add_kitti_options(run)
+    run.set_defaults(**(run_defaults or {}))
+    parser.run_options = run.options  # what an experiment file may set
 
     report = commands.add_parser("report", help="RD points and BD-rates of one or more runs")
     report.add_argument("--out", required=True, type=Path, help="where rd.csv and bd_rate.csv go")
@@ -109,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default 200; 0 turns intervals off)")
 
     train = commands.add_parser("train", help="train a learned codec (feature or image) or MFIBA's predictor")
-    train.add_argument("method", choices=TRAINABLE)
+    train.add_argument("method", help="a trainable method (its codec names its trainer; `fcmbench list` shows "
+                       "every method)")
     train.add_argument("--quality", type=int, choices=range(1, 7), metavar="1..6",
                        help="the quality to train (all but mfiba-*, which train the importance predictor)")
     train.add_argument("--task-model", help="whose features (every method but the image codecs elic and tcm)")
@@ -135,10 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="store convolution kernels as int8, xz-compressed (5x smaller; the shipped checkpoints)")
     train.add_argument("--out", type=Path, help="checkpoint root (default: $FCMBENCH_CHECKPOINTS or the package's)")
     train.add_argument("--cache", type=Path, help="feature cache folder (as for run)")
+    train.add_argument("--ladder", metavar="\"Q:λ ...\"",
+                       help="train every quality of this ladder in one command, e.g. \"1:0.0125 2:0.025 3:0.125\": a "
+                       "base network at --base-quality, then each quality fine-tuned from its neighbour (--steps, "
+                       "--lr each); resumable, a quality whose checkpoint exists is kept")
+    train.add_argument("--base-quality", type=int, help="with --ladder: the quality the base network is trained "
+                       "at (default: the highest); it goes to OUT/base/")
+    train.add_argument("--base-steps", type=int, help="with --ladder: the base network's steps (default --steps)")
+    train.add_argument("--base-lr", type=float, help="with --ladder: the base network's learning rate (default --lr)")
 
     fit = commands.add_parser("fit-rate-model", help="MFIBA: per-level task loss against rate, D = a·R^b fitted "
                               "per level, and the importance predictor's labels")
-    fit.add_argument("method", choices=MFIBA)
+    fit.add_argument("method", help="an MFIBA method: mfiba-elic or mfiba-tcm (or a plugin's)")
     fit.add_argument("--task-model", required=True)
     fit.add_argument("--dataset", help="its train split is measured against its ground truth")
     fit.add_argument("--image-folder", type=Path, help="measure unlabelled images instead, against the task "
@@ -219,7 +249,17 @@ def cmd_list(args: argparse.Namespace) -> None:
     out.print("datasets:    " + ", ".join(registry.datasets.names()))
 
 
+def resolved_configuration(args: argparse.Namespace) -> dict:
+    """Every run option as this run used it (flags over the experiment file over defaults), for its provenance."""
+    return {key: str(value) if isinstance(value, Path) else value for key, value in sorted(vars(args).items())
+            if key not in ("command",)}
+
+
 def cmd_run(args: argparse.Namespace) -> None:
+    missing = [f"--{name}" for name in ("methods", "dataset", "out") if getattr(args, name) is None]
+    if missing:
+        raise FcmbenchError(f"run needs {', '.join(missing)}: give {'them' if len(missing) > 1 else 'it'} on the "
+                            "command line or in the experiment file (--config)")
     if args.workers < 1:
         raise FcmbenchError(f"--workers {args.workers}: give 1 or more worker processes")
     if args.batch_size is not None and args.batch_size < 1:
@@ -228,11 +268,10 @@ def cmd_run(args: argparse.Namespace) -> None:
         raise FcmbenchError(f"--scheduler {args.scheduler} is a Dask scheduler: add --executor dask")
     if args.max_image_pixels < 1:
         raise FcmbenchError(f"--max-image-pixels {args.max_image_pixels}: give a positive number of pixels")
-    from fcmbench.datasets.shapes import default_cache
-    from fcmbench.folderlock import FolderLock
-    from fcmbench.paths import writable_folder
-    from fcmbench.runner import RunConfig, Runner
-    from fcmbench.store import Store
+    from fcmbench.core.folderlock import FolderLock
+    from fcmbench.core.paths import default_cache, writable_folder
+    from fcmbench.pipeline.runner import RunConfig, Runner
+    from fcmbench.pipeline.store import Store
 
     # both folders are checked before anything is computed or written into either
     writable_folder(args.cache or default_cache(), "--cache" if args.cache else "the cache folder ($FCMBENCH_CACHE)")
@@ -245,7 +284,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         limit=args.limit, device=args.device, checkpoints=args.checkpoints, cache=args.cache,
         dataset_options=DatasetOptions(args.data_root, args.images, args.annotations, args.split, args.labels,
                                        args.split_file, args.class_map),
-        command=shlex.join(["fcmbench", *sys.argv[1:]]),
+        command=shlex.join(["fcmbench", *sys.argv[1:]]), configuration=resolved_configuration(args),
         skip_unready=args.methods.strip() == "all", workers=args.workers, executor=args.executor,
         scheduler=args.scheduler, reference=not args.no_reference, batch_size=args.batch_size,
         redo=registry.methods.resolve(args.redo) if args.redo else [], max_image_pixels=args.max_image_pixels,
@@ -273,8 +312,28 @@ def cmd_run(args: argparse.Namespace) -> None:
     console.print(f"{computed} item(s) computed, results in {args.out}; next: fcmbench report --out {args.out}")
 
 
+def installed_bases(methods: list[str]) -> dict[str, str]:
+    """For points from published tables, which record no pairing: the installed codec's ``anchor``, if any
+    (runs record theirs, which wins)."""
+    pairs = {}
+    for name in methods:
+        try:
+            base = getattr(registry.methods.get(name), "anchor", None)
+        except FcmbenchError:  # a plugin no longer installed: no pairing, not an error
+            continue
+        if base is not None:
+            pairs[name] = base.name
+    return pairs
+
+
+def unrecorded(rd, history: list[dict]) -> list[str]:
+    """Methods no run recorded a pairing for: points from published tables, or runs of older versions."""
+    recorded = {name for run in history if "built_on" in run for name in run["methods"]}
+    return sorted(set(rd["method"]) - recorded)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
-    from fcmbench.paths import writable_folder
+    from fcmbench.core.paths import writable_folder
     from fcmbench.reports.html import render_report
     from fcmbench.reports.intervals import point_resamples, with_accuracy_intervals, with_bd_intervals
     from fcmbench.reports.tables import (
@@ -295,13 +354,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     samples = point_resamples(runs, args.bootstrap) if args.bootstrap else {}
     rd = with_accuracy_intervals(rd, samples)
     anchor = choose_anchor(rd, args.anchor)
+    history = provenance(runs)
     bd = bd_table(rd, anchor, args.bd_method, monotone=args.monotone,
-                  own_anchors=own_anchors(sorted(set(rd["method"]))),
+                  own_anchors={**installed_bases(unrecorded(rd, history)), **own_anchors(history)},
                   meaningful_from=args.meaningful_from) if anchor else None
     if bd is not None:
         bd = with_bd_intervals(bd, rd, samples, args.bd_method, args.monotone)
     levels = level_table(runs, rd)
-    history = provenance(runs)
     # written into a staging folder and moved into place at the end: a failure leaves no half report
     writable_folder(args.out, "--out")
     with tempfile.TemporaryDirectory(prefix=".report-", dir=args.out) as staging:
@@ -330,7 +389,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import json
 
-    from fcmbench.kitti_eval import LEVELS, evaluate_folders
+    from fcmbench.evaluation.kitti import LEVELS, evaluate_folders
 
     result = evaluate_folders(args.labels, args.detections, args.split_file)
     table = Table(title=f"KITTI 2D detection ({args.detections})")
@@ -369,10 +428,10 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 def cmd_train_task(args: argparse.Namespace) -> None:
-    from fcmbench.tasks.train_task import train_task
+    from fcmbench.training.detector import train_task
 
     if args.dataset == "shapes" and args.task_model in (None, "shapes_rcnn"):
-        from fcmbench.runner import pick_device
+        from fcmbench.pipeline.runner import pick_device
 
         out = args.out or Path("fcmbench/weights/shapes_rcnn.pt")
         # the shipped weights are reproduced on the CPU: a GPU only when asked for by name
@@ -386,9 +445,9 @@ def cmd_train_task(args: argparse.Namespace) -> None:
 
 def finetune_task_model(args: argparse.Namespace) -> None:
     """A torchvision R-CNN fine-tuned on ``--dataset``'s boxes, then evaluated on ``--val-split-file``."""
-    from fcmbench.runner import pick_device
+    from fcmbench.pipeline.runner import pick_device
     from fcmbench.tasks.base import TaskModelOptions
-    from fcmbench.tasks.train_task import evaluate_detector, finetune_model, train_task
+    from fcmbench.training.detector import evaluate_detector, finetune_model, train_task
 
     task_model = args.task_model or "faster_rcnn_r50_fpn"
     if task_model not in FINETUNABLE:
@@ -419,16 +478,10 @@ def finetune_task_model(args: argparse.Namespace) -> None:
         out.print("validation: " + ", ".join(f"{k} = {v:.4f}" for k, v in shown.items()))
 
 
-FINETUNABLE = ("faster_rcnn_r50_fpn", "faster_rcnn_r50_fpn_v2")  # as fcmbench.tasks.train_task (not imported here)
-LMSFC_FAMILY = ["lmsfc", "lmsfc-nocm", "tamsf"]
-IMAGE_NETWORKS = ["elic", "tcm", "elic-feat", "tcm-feat"]
-MFIBA = ["mfiba", "mfiba-elic", "mfiba-tcm"]
-TRAINABLE = LMSFC_FAMILY + IMAGE_NETWORKS + MFIBA
-
-
+FINETUNABLE = ("faster_rcnn_r50_fpn", "faster_rcnn_r50_fpn_v2")  # as fcmbench.training.detector (not imported here)
 def check_output_folders(args: argparse.Namespace) -> None:
     """train and fit-rate-model write checkpoints under --out and features under --cache: check both first."""
-    from fcmbench.paths import writable_folder
+    from fcmbench.core.paths import writable_folder
 
     for option in ("out", "cache"):
         if getattr(args, option, None) is not None:
@@ -436,141 +489,43 @@ def check_output_folders(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Dispatch to the trainer the codec names (``Codec.trainer``): built-ins and plugins alike."""
+    from pkgutil import resolve_name
+
     import torch
 
+    from fcmbench.core.training import TrainRequest
+
     check_output_folders(args)
+    codec = registry.methods.get(args.method)
+    if not getattr(codec, "trainer", None):
+        raise FcmbenchError(f"{args.method} has no trainer; trainable methods: {', '.join(trainable_methods())}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.method in MFIBA:
-        return train_mfiba(args)
-    if args.quality is None:
-        raise FcmbenchError(f"give the quality to train: fcmbench train {args.method} --quality 1..6")
-    if args.method in IMAGE_NETWORKS:
-        return train_image_codec(args)
-    return train_feature_codec(args)
+    request = TrainRequest.from_options(args)
+    if args.ladder:
+        from fcmbench.training.ladder import parse_ladder, train_ladder
 
-
-def needs_task_model(args: argparse.Namespace):
-    from fcmbench.tasks.base import TaskModelOptions
-
-    if not args.task_model:
-        raise FcmbenchError(f"{args.method} trains on a task model's features: give --task-model NAME")
-    return registry.task_models.get(args.task_model)(TaskModelOptions(args.weights))
-
-
-def training_features(args: argparse.Namespace, task) -> tuple:
-    """(training dataset or None, training items, their features, validation features)."""
-    from fcmbench.datasets.shapes import default_cache
-    from fcmbench.runner import ImageWork
-
-    train_set, train_items, val_items = training_images(args)
-    cache = (args.cache or default_cache()) / "features"
-    features = [ImageWork(item, task, cache).features() for item in train_items + val_items]
-    return train_set, train_items, features[: len(train_items)], features[len(train_items):]
-
-
-def train_config(args: argparse.Namespace, path: Path):
-    from fcmbench.methods.train import TrainConfig
-
-    # TA-MSF adds the detection loss after a warm-up on rate-distortion alone (half the steps)
-    return TrainConfig(args.method, args.quality, path, steps=args.steps, latent=args.latent, lr=args.lr,
-                       task_warmup=args.steps // 2, batch_size=args.batch_size, lmbda=args.lmbda,
-                       init=args.init, int8_weights=args.int8_weights, width=args.width)
-
-
-def train_image_codec(args: argparse.Namespace) -> None:
-    """ELIC / LIC-TCM on images (``elic``, ``tcm``) or on the tiled features of a task model (``-feat``)."""
-    from fcmbench.codec import CodecOptions
-    from fcmbench.datasets.base import load_image
-    from fcmbench.methods.checkpoints import checkpoint_path
-    from fcmbench.methods.mosaic import feature_mosaics
-    from fcmbench.methods.train import train_image_network
-
-    codec = registry.methods.get(args.method)
-    if args.method.endswith("-feat"):
-        task = needs_task_model(args)
-        _, _, train, val = training_features(args, task)
-        train = [m for f in train for m in feature_mosaics(f)]
-        val = [m for f in val for m in feature_mosaics(f)]
-        path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
+        if not hasattr(codec, "checkpoint"):
+            raise FcmbenchError(f"{args.method} has no ladder of qualities: train it without --ladder")
+        ladder = parse_ladder(args.ladder)
+        trained = train_ladder(request, ladder, args.base_quality or max(ladder), args.base_steps or args.steps,
+                               args.base_lr, Console().print)
     else:
-        _, train_items, val_items = training_images(args)
-        train, val = [load_image(i) for i in train_items], [load_image(i) for i in val_items]
-        path = checkpoint_path(args.method, args.quality, CodecOptions(checkpoints=args.out), "images")
-    result = train_image_network(train_config(args, path), codec.family, train, val)
-    Console().print(f"saved {path} ({kept_weights(result['history'])})")
+        trained = [resolve_name(codec.trainer)(request)]
+    for one in trained:
+        Console().print(f"saved {one.path}" + (f" ({one.detail})" if one.detail else ""))
 
 
-def train_mfiba(args: argparse.Namespace) -> None:
-    from fcmbench.codec import CodecOptions
-    from fcmbench.methods.mfiba import train_predictor
-
-    task = needs_task_model(args)
-    _, train_items, train, _ = training_features(args, task)
-    codec = registry.methods.get(args.method)(CodecOptions(task_model=task.name, checkpoints=args.out))
-    path = train_predictor(codec, train_items, train, steps=args.steps, lr=args.lr)
-    Console().print(f"saved {path}")
-
-
-def train_feature_codec(args: argparse.Namespace) -> None:
-
-    from fcmbench.codec import CodecOptions
-    from fcmbench.methods.checkpoints import checkpoint_path
-    from fcmbench.methods.train import train_codec
-
-    task = needs_task_model(args)
-    task_loss = args.method == "tamsf" and not args.no_task_loss
-    if task_loss and (args.image_folder or not hasattr(task, "training_loss")):
-        raise FcmbenchError(f"tamsf trains with the detection loss of {task.name} on labelled images, which "
-                            f"{'--image-folder lacks' if args.image_folder else 'this task model cannot give'}"
-                            "; use --dataset with a trainable task model, or --no-task-loss")
-    train_set, train_items, train, val = training_features(args, task)
-    if task_loss and "segm" in task.iou_types and "segm" not in train_set.iou_types:
-        raise FcmbenchError(f"tamsf's detection loss of {task.name} includes its mask head, and --dataset "
-                            f"{args.dataset} has no masks; use a box-only detector (e.g. one fine-tuned by "
-                            "train-task) or --no-task-loss")
-    path = checkpoint_path(args.method, args.quality, CodecOptions(task_model=task.name, checkpoints=args.out))
-    config = train_config(args, path)
-    targets = None
-    if task_loss:
-        from fcmbench.tasks.train_task import targets_of
-
-        targets = [targets_of(train_set, item.image_id) for item in train_items]
-    result = train_codec(config, train, val, task if targets else None, targets)
-    Console().print(f"saved {path} ({kept_weights(result['history'])})")
-
-
-def kept_weights(history: list[dict]) -> str:
-    from fcmbench.methods.train import kept
-
-    best = kept(history)
-    return f"weights of step {best['step']}, its best validation loss {best['val_loss']:.4f}"
-
-
-VALIDATION_IMAGES = 16
-
-
-def training_images(args: argparse.Namespace) -> tuple:
-    """(training dataset or None, training items, validation items) from --dataset or --image-folder."""
-    from fcmbench.datasets.base import image_folder_items
-
-    if args.image_folder:
-        items = image_folder_items(args.image_folder)
-        if len(items) <= VALIDATION_IMAGES:
-            raise FcmbenchError(f"image folder {args.image_folder} has {len(items)} images; training needs more "
-                                f"than the {VALIDATION_IMAGES} it holds out for validation")
-        return None, items[:-VALIDATION_IMAGES][: args.images], items[-VALIDATION_IMAGES:]
-    if not args.dataset:
-        raise FcmbenchError("give the training images: --dataset NAME or --image-folder DIR")
-    build = registry.datasets.get(args.dataset)
-    root = getattr(args, "data_root", None)
-    train_set = build(DatasetOptions(root=root, split="train", split_file=getattr(args, "split_file", None)))
-    val_items = build(DatasetOptions(root=root, split="val", split_file=getattr(args, "val_split_file", None))
-                      ).items()[:VALIDATION_IMAGES]
-    if {i.path for i in val_items} & {i.path for i in train_set.items()}:
-        raise FcmbenchError(f"the validation images of --dataset {args.dataset} are among its training images; "
-                            "give separate frames (KITTI: --split-file and --val-split-file)")
-    return train_set, train_set.items()[: args.images], val_items
+def trainable_methods() -> list[str]:
+    found = []
+    for name in registry.methods.resolve("all"):
+        try:
+            if getattr(registry.methods.get(name), "trainer", None):
+                found.append(name)
+        except FcmbenchError:  # a broken plugin is not trainable
+            continue
+    return found
 
 
 def cmd_fit_rate_model(args: argparse.Namespace) -> None:
@@ -580,18 +535,21 @@ def cmd_fit_rate_model(args: argparse.Namespace) -> None:
 
     check_output_folders(args)
 
-    from fcmbench.codec import CodecOptions
+    from fcmbench.codecs.learned.mfiba import fit_rate_model, fitted_codec
+    from fcmbench.core.codec import CodecOptions
+    from fcmbench.core.paths import default_cache
+    from fcmbench.core.training import TrainRequest
     from fcmbench.datasets.pseudo import PseudoLabelled
-    from fcmbench.datasets.shapes import default_cache
-    from fcmbench.methods.mfiba import fit_rate_model, fitted_codec
-    from fcmbench.runner import ImageWork
+    from fcmbench.pipeline.runner import ImageWork
+    from fcmbench.training.data import task_model_of, training_images
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = needs_task_model(args)
+    request = TrainRequest.from_options(args)
+    task = task_model_of(request)
     codec = fitted_codec(args.method, CodecOptions(task_model=task.name, checkpoints=args.out))
     codec.fit_qualities()
-    dataset, items, _ = training_images(args)
+    dataset, items, _ = training_images(request)
     cache = (args.cache or default_cache()) / "features"
     features = {item.image_id: ImageWork(item, task, cache).features() for item in items}
     if dataset is None:
@@ -618,9 +576,61 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "train": cmd
             "datasets": cmd_datasets, "fit-rate-model": cmd_fit_rate_model}
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def experiment_options(path: Path, options: dict[str, argparse.Action]) -> dict:
+    """The run options an experiment file sets, checked as the flags would be: one error per bad key or value."""
+    import tomllib
+
     try:
+        data = tomllib.loads(path.read_text())
+    except OSError as err:
+        raise FcmbenchError(f"experiment file {path} cannot be read ({err.strerror}): give --config an existing "
+                            "TOML file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise FcmbenchError(f"experiment file {path} is not valid TOML: {err}") from None
+    settable = {dest: action for dest, action in options.items() if dest not in ("config", "help")}
+    resolved = {}
+    for key, value in data.items():
+        dest = key.replace("-", "_")
+        action = settable.get(dest)
+        if action is None:
+            raise FcmbenchError(f"experiment file {path}: unknown key {key!r}; valid keys: "
+                                f"{', '.join(sorted(settable))}")
+        resolved[dest] = option_value(path, key, value, action)
+    return resolved
+
+
+def option_value(path: Path, key: str, value, action: argparse.Action):
+    """A TOML value as the flag would have parsed it (lists join with commas, as --methods takes them)."""
+    if action.nargs == 0:  # a switch such as no_reference
+        if not isinstance(value, bool):
+            raise FcmbenchError(f"experiment file {path}: {key} is a switch: give true or false, not {value!r}")
+        return action.const if value else action.default
+    if isinstance(value, list):
+        value = ",".join(map(str, value))
+    if isinstance(value, bool | dict):
+        raise FcmbenchError(f"experiment file {path}: {key} = {value!r} is not a value of --{key.replace('_', '-')}")
+    try:
+        parsed = action.type(str(value)) if action.type else str(value)
+    except (ValueError, TypeError, argparse.ArgumentTypeError) as err:
+        raise FcmbenchError(f"experiment file {path}: {key} = {value!r} is not valid ({err})") from None
+    if action.choices is not None and parsed not in action.choices:
+        raise FcmbenchError(f"experiment file {path}: {key} = {value!r}; choose one of "
+                            f"{', '.join(map(str, action.choices))}")
+    return parsed
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, over the experiment file ``run --config`` names."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run" and args.config:
+        args = build_parser(experiment_options(args.config, parser.run_options)).parse_args(argv)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(argv)
         COMMANDS[args.command](args)
     except FcmbenchError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

@@ -190,7 +190,7 @@ def seed_inputs() -> tuple:
     import numpy as np
     import torch
 
-    from fcmbench import registry
+    from fcmbench.core import registry
     from fcmbench.datasets.shapes import draw_scene
     from fcmbench.tasks.base import TaskModelOptions
 
@@ -206,8 +206,8 @@ def seed_streams(codec: str, cache: Path) -> list[bytes]:
     folder = cache / "fuzz-seeds" / codec
     if folder.is_dir() and any(folder.iterdir()):
         return [p.read_bytes() for p in sorted(folder.glob("*.bin"))]
-    from fcmbench import registry
-    from fcmbench.codec import CodecOptions
+    from fcmbench.core import registry
+    from fcmbench.core.codec import CodecOptions
 
     options = CodecOptions(task_model="shapes_rcnn", extra={"vvenc_preset": "faster"})
     instance = registry.methods.get(codec)(options)
@@ -311,13 +311,13 @@ def _alarm(signum: int, frame: object) -> None:
 def outcome_of(codec: object, data: bytes) -> str:
     import torch
 
-    from fcmbench.errors import FcmbenchError
-    from fcmbench.featureset import FeatureSet
+    from fcmbench.core.errors import FcmbenchError
+    from fcmbench.core.featureset import FeatureSet
 
     signal.alarm(CASE_SECONDS)
     try:
         decoded = codec.decode(data)
-        # checked here independently of fcmbench.limits, so the fuzzer also judges code without them
+        # checked here independently of fcmbench.core.limits, so the fuzzer also judges code without them
         tensors = list(decoded.values()) if isinstance(decoded, FeatureSet) else [decoded]
         if not all(bool(torch.isfinite(t).all()) for t in tensors):
             return "leaked: non-finite values decoded"
@@ -341,8 +341,8 @@ def worker_main(codec_name: str) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     import torch
 
-    from fcmbench import registry
-    from fcmbench.codec import CodecOptions
+    from fcmbench.core import registry
+    from fcmbench.core.codec import CodecOptions
 
     torch.set_num_threads(1)
     signal.signal(signal.SIGALRM, _alarm)

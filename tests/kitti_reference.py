@@ -1,7 +1,7 @@
 """A literal, loop-by-loop restatement of the devkit's ``evaluate_object.cpp`` (2D boxes) for the tests.
 
 Slow and obvious on purpose: one frame, one ground truth, one detection at a time, in the order the devkit's
-loops run, so the vectorised :mod:`fcmbench.kitti_eval` can be checked against it on random cases.
+loops run, so the vectorised :mod:`fcmbench.evaluation.kitti` can be checked against it on random cases.
 Frames are lists of dicts with ``type, trunc, occ, box, score``.
 """
 

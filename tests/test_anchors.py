@@ -11,13 +11,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fcmbench.anchors.packing import pack, plan_layout, unpack
-from fcmbench.anchors.vtm_feature import VTMFeatureAnchor
-from fcmbench.anchors.vtm_image import VTMImageAnchor
-from fcmbench.anchors.vvc import VTM, Frame, VVenC, ffmpeg_binary, vvc_backend
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
+from fcmbench.codecs.anchors.packing import pack, plan_layout, unpack
+from fcmbench.codecs.anchors.vtm_feature import VTMFeatureAnchor
+from fcmbench.codecs.anchors.vtm_image import VTMImageAnchor
+from fcmbench.codecs.anchors.vvc import VTM, Frame, VVenC, ffmpeg_binary, vvc_backend
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 
 shapes_strategy = st.lists(st.tuples(st.integers(1, 70), st.integers(1, 12), st.integers(1, 12)), min_size=1,
                            max_size=5)
@@ -90,7 +90,7 @@ def test_feature_anchor_decodes_identically_in_another_process(tmp_path):
     data = codec.encode(fpn_features(1), RatePoint("qp32", 32))
     mine = codec.decode(data)
     (tmp_path / "stream.bin").write_bytes(data)
-    script = ("import sys, torch; from fcmbench.anchors.vtm_feature import VTMFeatureAnchor; "
+    script = ("import sys, torch; from fcmbench.codecs.anchors.vtm_feature import VTMFeatureAnchor; "
               "x = VTMFeatureAnchor().decode(open(sys.argv[1], 'rb').read()); torch.save(dict(x.levels), sys.argv[2])")
     import subprocess
     subprocess.run([sys.executable, "-c", script, tmp_path / "stream.bin", tmp_path / "out.pt"], check=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcmbench.runner import RunConfig, Runner
-from fcmbench.store import Store
+from fcmbench.pipeline.runner import RunConfig, Runner
+from fcmbench.pipeline.store import Store
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.shapes_rcnn import shapes_rcnn
 
@@ -55,3 +55,15 @@ def test_a_run_stores_the_same_results_for_batch_1_and_4(tmp_path):
     # 5 images: a chunk of 4 and a chunk of 1; a feature codec, an image codec and the reference
     alone, batched = run_with_batch(tmp_path, 1), run_with_batch(tmp_path, 4)
     assert len(alone) == 20 and alone == batched
+
+
+def test_features_from_the_cache_keep_the_front_time_that_made_them(task, tiny_coco, tmp_path):
+    from fcmbench.datasets.base import image_folder_items
+    from fcmbench.pipeline.runner import ImageWork
+
+    item = image_folder_items(tiny_coco[0])[0]
+    first = ImageWork(item, task, tmp_path)
+    first.features()
+    assert first.front_s > 0
+    again = ImageWork(item, task, tmp_path)
+    assert again.load_cached() and again.front_s == first.front_s  # not 0: the report's front time stays true

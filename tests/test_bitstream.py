@@ -2,9 +2,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fcmbench.bitstream import HEADER_KEY, Container
-from fcmbench.errors import BitstreamError, FcmbenchError
-from fcmbench.limits import MAX_IMAGE_SIDE
+from fcmbench.core.bitstream import HEADER_KEY, Container
+from fcmbench.core.errors import BitstreamError, FcmbenchError
+from fcmbench.core.limits import MAX_IMAGE_SIDE
 
 names = st.text(min_size=1, max_size=12).filter(lambda name: name != HEADER_KEY)
 sizes = st.tuples(st.integers(1, MAX_IMAGE_SIDE), st.integers(1, MAX_IMAGE_SIDE))
@@ -66,7 +66,7 @@ def test_a_segment_named_twice_is_rejected():
 
 def test_the_limits_reject_what_a_decoder_could_not_survive():
     """Without the checks these sizes mean tensors of gigabytes: the limits stop them before any allocation."""
-    from fcmbench.limits import MAX_FEATURE_VALUES, check_level_shapes
+    from fcmbench.core.limits import MAX_FEATURE_VALUES, check_level_shapes
 
     with pytest.raises(BitstreamError, match="level 'p2' height 65535"):
         check_level_shapes({"p2": (256, 65535, 64)}, (4096, 4096))

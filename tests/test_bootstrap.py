@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from fcmbench.bootstrap import interval, pack_matches, resample_counts, resampled_ap, unpack_matches
 from fcmbench.datasets.coco import evaluate_coco_matched
+from fcmbench.evaluation.bootstrap import interval, pack_matches, resample_counts, resampled_ap, unpack_matches
 
 
 def ground_truth(images: list[int], boxes: dict[int, list[tuple[int, list[float]]]]) -> COCO:

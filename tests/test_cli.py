@@ -191,12 +191,33 @@ def test_train_on_an_image_folder_and_its_errors(tmp_path, tiny_coco):
     assert (tmp_path / "ckpt" / "lmsfc-nocm" / "shapes_rcnn" / "q1.pt").is_file()
 
 
+def test_train_a_whole_ladder_in_one_resumable_command(tmp_path):
+    from fcmbench.datasets.shapes import write_split
+    from fcmbench.training.ladder import chain
+
+    assert chain([1, 2, 3, 4], 3) == [(3, None), (4, 3), (2, 3), (1, 2)]  # outward, neighbour by neighbour
+    write_split(tmp_path / "folder", count=18, seed=5)
+    out = tmp_path / "ckpt"
+    args = ["train", "lmsfc-nocm", "--ladder", "1:0.03 2:0.06", "--base-steps", "2", "--steps", "2",
+            "--task-model", "shapes_rcnn", "--weights", "none", "--image-folder", tmp_path / "folder" / "images",
+            "--latent", "8", "--batch-size", "2", "--out", out]
+    first = run_cli(*args)
+    folder = out / "lmsfc-nocm" / "shapes_rcnn"
+    assert (out / "base" / "lmsfc-nocm" / "shapes_rcnn" / "q2.pt").is_file()
+    assert (folder / "q1.pt").is_file() and (folder / "q2.pt").is_file() and first.stdout.count("saved") == 2
+    made = (folder / "q1.pt").stat().st_mtime_ns
+    again = run_cli(*args)  # everything is there: nothing is trained again
+    assert "kept" in again.stdout and "saved" not in again.stdout and (folder / "q1.pt").stat().st_mtime_ns == made
+    bad = run_cli(*args[:3], "1:x", *args[4:], check=False)
+    assert bad.returncode == 2 and "--ladder point '1:x'" in bad.stderr
+
+
 def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tiny_coco):
     import torch
 
-    from fcmbench.codec import CodecOptions
-    from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
-    from fcmbench.methods.elic import build_elic
+    from fcmbench.core.codec import CodecOptions
+    from fcmbench.models.elic import build_elic
+    from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
     path = checkpoint_path("elic", 3, CodecOptions(checkpoints=tmp_path / "ckpt"), "images")
 

@@ -4,11 +4,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fcmbench.codec import RatePoint
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.quant import QuantCodec
-from fcmbench.methods.raw import RawCodec
+from fcmbench.codecs.quant import QuantCodec
+from fcmbench.codecs.raw import RawCodec
+from fcmbench.core.codec import RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 
 level_shapes = st.lists(st.tuples(st.integers(1, 8), st.integers(1, 9), st.integers(1, 9)), min_size=1, max_size=5)
 

@@ -2,10 +2,11 @@ import json
 
 import pytest
 
-from fcmbench.datasets.base import DatasetItem, DatasetOptions, load_image
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.base import DatasetItem, load_image
 from fcmbench.datasets.coco import CocoDataset, coco
+from fcmbench.datasets.options import DatasetOptions
 from fcmbench.datasets.shapes import CLASSES, write_split
-from fcmbench.errors import FcmbenchError
 
 
 def ground_truth_as_results(dataset: CocoDataset) -> list[dict]:

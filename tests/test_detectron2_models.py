@@ -16,10 +16,11 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from fcmbench import registry
-from fcmbench.codec import CodecOptions
-from fcmbench.errors import FcmbenchError
-from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCContext
+from fcmbench.codecs.learned.lmsfc import LMSFCCodec
+from fcmbench.core import registry
+from fcmbench.core.codec import CodecOptions
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.models.lmsfc import LMSFCContext
 from fcmbench.tasks import TaskModelOptions
 from fcmbench.tasks.detectron2_rcnn import (
     COCO_IDS,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SHARED
+from conftest import SHARED, shared_marks
 from fcmbench.tasks.detectron2_rcnn import (
     CONFIGS,
     D2GeneralizedRCNN,
@@ -40,8 +40,7 @@ FOLDERS = {"A": ("faster_rcnn_R_50_FPN_3x", "d2-faster-rcnn-r50-fpn"),
            "C": ("mask_rcnn_X_101_32x8d_FPN_3x", "d2-mask-rcnn-x101-fpn")}
 IMAGES = ("synth0", "synth1", "coco139", "coco285")
 
-pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"{FIXTURES} is absent (detectron2 parity fixtures)")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), *shared_marks("reference/detectron2-parity")]
 
 
 # ------------------------------------------------------------------------------------------ the weight recipe

@@ -8,6 +8,8 @@ import pytest
 from conftest import run_cli
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
 
+pytestmark = pytest.mark.artifacts
+
 PACKAGE = Path(__file__).resolve().parents[1] / "fcmbench"
 needs_weights = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained yet")
 
@@ -22,7 +24,7 @@ def test_shipped_files_stay_small():
 @needs_weights
 @pytest.mark.slow
 def test_detector_reaches_half_box_map_on_val():
-    from fcmbench.tasks.train_task import evaluate_task
+    from fcmbench.training.detector import evaluate_task
 
     assert evaluate_task(SHIPPED_WEIGHTS) >= 0.5
 
@@ -67,7 +69,7 @@ def test_detector_training_is_deterministic(tmp_path, tiny_coco):
     import torch
 
     from fcmbench.datasets.coco import CocoDataset
-    from fcmbench.tasks.train_task import train_task
+    from fcmbench.training.detector import train_task
 
     dataset = CocoDataset(*tiny_coco)
     for name in ("a.pt", "b.pt"):
@@ -82,8 +84,8 @@ def test_detector_training_is_deterministic(tmp_path, tiny_coco):
                                     "mfiba-tcm", "elic", "tcm"])
 def test_shipped_learned_checkpoints_load_and_code(method, tiny_coco):
     """Every learned method the demo runs has its shipped files, and they code an image of the embedded world."""
-    from fcmbench import registry
-    from fcmbench.codec import CodecOptions
+    from fcmbench.core import registry
+    from fcmbench.core.codec import CodecOptions
     from fcmbench.datasets.base import load_image
     from fcmbench.datasets.coco import CocoDataset
     from fcmbench.tasks.base import TaskModelOptions

@@ -10,18 +10,28 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
-from fcmbench.methods.elic import ElicChandelier, ElicCodec, ElicFeatCodec, build_elic
-from fcmbench.methods.image_codec import join_strings, split_strings
-from fcmbench.methods.mosaic import feature_mosaics, from_mosaic, layout_for, level_from_mosaic, level_mosaic, to_mosaic
-from fcmbench.methods.tcm import TcmCodec, TcmFeatCodec, build_tcm
-from fcmbench.methods.train import TrainConfig, image_rate_distortion, train_image_network
+from conftest import SHARED, needs_shared
+from fcmbench.codecs.learned.elic import ElicCodec, ElicFeatCodec
+from fcmbench.codecs.learned.image_codec import join_strings, split_strings
+from fcmbench.codecs.learned.mosaic import (
+    feature_mosaics,
+    from_mosaic,
+    layout_for,
+    level_from_mosaic,
+    level_mosaic,
+    to_mosaic,
+)
+from fcmbench.codecs.learned.tcm import TcmCodec, TcmFeatCodec
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
+from fcmbench.models.elic import ElicChandelier, build_elic
+from fcmbench.models.tcm import build_tcm
+from fcmbench.training.codecs import TrainConfig, image_rate_distortion, train_image_network
+from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
-needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
+REFERENCE = SHARED / "reference" / "checkpoints"
+needs_reference = needs_shared("reference/checkpoints")
 TINY = {"elic": lambda: build_elic(8, 20), "tcm": lambda: build_tcm(8, 16)}
 
 
@@ -164,7 +174,7 @@ def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, family):
         assert set(codec.bytes_per_level(data)) == {"p2", "p3", "p4", "_header"}
     (tmp_path / "stream.bin").write_bytes(data)
     module = codec_class.__module__
-    script = (f"import sys, torch; from fcmbench.codec import CodecOptions; "
+    script = (f"import sys, torch; from fcmbench.core.codec import CodecOptions; "
               f"from {module} import {codec_class.__name__} as C; "
               f"c = C(CodecOptions(task_model='toy', checkpoints=sys.argv[1])); "
               f"x = c.decode(open(sys.argv[2], 'rb').read()); "
@@ -220,7 +230,7 @@ def test_a_tiled_codec_trains_on_its_weighted_mosaics(tmp_path):
 
 
 def test_lic_tcm_pads_centred_as_its_reference_evaluation_and_elic_bottom_right():
-    from fcmbench.methods.image_codec import margins
+    from fcmbench.codecs.learned.image_codec import margins
 
     assert margins(200, 300, 128, centred=True) == (42, 42, 28, 28)
     assert margins(201, 129, 128, centred=True) == (63, 64, 27, 28)  # the odd pixel goes right and bottom
@@ -230,7 +240,7 @@ def test_lic_tcm_pads_centred_as_its_reference_evaluation_and_elic_bottom_right(
 
 def test_a_stream_of_the_old_lic_tcm_network_is_refused_by_name():
     """LIC-TCM's streams changed meaning (wiring and padding): version 1 streams are refused, not misdecoded."""
-    from fcmbench.bitstream import Container
+    from fcmbench.core.bitstream import Container
 
     old = Container("tcm", (64, 64), (64, 64), b"\x03\x00\x40\x00\x40", {"image": b"\x01"}, version=1).to_bytes()
     with pytest.raises(FcmbenchError, match=r"unsupported 'tcm' bitstream version 1: this fcmbench reads version 2"):

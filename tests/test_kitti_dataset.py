@@ -3,11 +3,11 @@ import json
 import pytest
 from kitti_fixture import SHAPES_CLASS_MAP, label_line, write_kitti
 
-from fcmbench import registry
-from fcmbench.datasets.base import DatasetOptions
+from fcmbench.core import registry
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.datasets.kitti import CATEGORY_IDS, kitti, parse_class_map
-from fcmbench.errors import FcmbenchError
-from fcmbench.kitti_eval import evaluate_folders
+from fcmbench.datasets.options import DatasetOptions
+from fcmbench.evaluation.kitti import evaluate_folders
 
 
 @pytest.fixture(scope="module")

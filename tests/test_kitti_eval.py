@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from kitti_reference import precision_slots
 
 from conftest import run_cli
-from fcmbench.errors import FcmbenchError
-from fcmbench.kitti_eval import CLASSES, LEVELS, Objects, evaluate, evaluate_folders, get_thresholds
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.evaluation.kitti import CLASSES, LEVELS, Objects, evaluate, evaluate_folders, get_thresholds
 
 CAR = (100.0, 100.0, 200.0, 150.0)  # 50 px high: easy
 BASE_SCORES = [round(1 - k / 100, 2) for k in range(41)]

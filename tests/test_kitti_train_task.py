@@ -3,10 +3,10 @@ import torch
 from kitti_fixture import write_kitti
 
 from conftest import run_cli
-from fcmbench.errors import FcmbenchError
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.torchvision_rcnn import faster_rcnn_r50_fpn
-from fcmbench.tasks.train_task import finetune_model
+from fcmbench.training.detector import finetune_model
 
 
 @pytest.mark.filterwarnings("ignore:task model uses RANDOM weights")

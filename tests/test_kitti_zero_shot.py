@@ -11,16 +11,14 @@ import json
 import pytest
 from PIL import Image
 
-from conftest import SHARED, run_cli
+from conftest import SHARED, run_cli, shared_marks
 from fcmbench.tasks.ssd_fpnlite import RELATIVE_PATH
 
 MODEL = SHARED / "models" / RELATIVE_PATH
 VAL = SHARED / "data" / "coco-val2017-96"
 KITTI_NAMES = {1: "Pedestrian", 2: "Cyclist", 3: "Car", 8: "Truck"}
 
-pytestmark = [pytest.mark.shared, pytest.mark.slow,
-              pytest.mark.skipif(not (MODEL.is_file() and VAL.is_dir()),
-                                 reason="../shared/models and ../shared/data (real COCO, SSD ONNX) are absent")]
+pytestmark = [pytest.mark.slow, *shared_marks(f"models/{RELATIVE_PATH}", "data/coco-val2017-96")]
 
 
 def coco_as_kitti(root, frames=12):

@@ -12,15 +12,18 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import build_model, checkpoint_path, load_weights, save_checkpoint
-from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCContext, LMSFCNoContext, LMSFCNoContextCodec
-from fcmbench.methods.train import TrainConfig, train_codec
-from fcmbench.methods.wavefront import waves
+from conftest import SHARED, needs_shared
+from fcmbench.codecs.learned.lmsfc import LMSFCCodec, LMSFCNoContextCodec
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
+from fcmbench.entropy.wavefront import waves
+from fcmbench.models.lmsfc import LMSFCContext, LMSFCNoContext
+from fcmbench.training.codecs import TrainConfig, train_codec
+from fcmbench.zoo.checkpoints import build_model, checkpoint_path, load_weights, save_checkpoint
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+REFERENCE = SHARED / "reference" / "checkpoints"
+needs_reference = needs_shared("reference/checkpoints")
 
 
 def fpn(seed: int, channels: int = 8, p2=(20, 28), computed: int = 4) -> FeatureSet:
@@ -37,7 +40,7 @@ def fpn(seed: int, channels: int = 8, p2=(20, 28), computed: int = 4) -> Feature
     return FeatureSet(levels, size, size, {"derived": {"pool": "3"}})
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
+@needs_reference
 @pytest.mark.parametrize(("manifest", "model"), [
     ("lmsfc_cm_M128.json", lambda: LMSFCContext(256, 128)),
     ("lmsfc_nocm_M192.json", lambda: LMSFCNoContext(256, 192)),
@@ -65,8 +68,8 @@ def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8, comput
     mine = codec.decode(data)
     assert [mine[k].shape for k in mine] == [x[k].shape for k in x]
     (tmp_path / "stream.bin").write_bytes(data)
-    script = (f"import sys, torch; from fcmbench.codec import CodecOptions; "
-              f"from fcmbench.methods.lmsfc import {codec_class.__name__} as C; "
+    script = (f"import sys, torch; from fcmbench.core.codec import CodecOptions; "
+              f"from fcmbench.codecs.learned.lmsfc import {codec_class.__name__} as C; "
               f"c = C(CodecOptions(task_model='toy', checkpoints=sys.argv[1])); "
               f"x = c.decode(open(sys.argv[2], 'rb').read()); torch.save(dict(x.levels), sys.argv[3])")
     # the other process runs with another torch thread count than this one
@@ -114,7 +117,7 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Stopped mid-way, the same command continues from the last validation and ends bit-identical to an
     uninterrupted run: optimiser, scheduler and random states are all in the resume file."""
-    import fcmbench.methods.train as training
+    import fcmbench.training.codecs as training
 
     train = [fpn(i) for i in range(4)]
 
@@ -145,7 +148,7 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypat
 def test_training_keeps_the_weights_of_its_best_validation(tmp_path):
     import copy
 
-    from fcmbench.methods.train import fit
+    from fcmbench.training.codecs import fit
 
     model, scores, snapshots = torch.nn.Linear(2, 1), iter([3.0, 1.0, 2.0]), []
 
@@ -163,12 +166,12 @@ def test_training_keeps_the_weights_of_its_best_validation(tmp_path):
 
 
 def test_tamsf_trains_with_the_detection_loss_and_codes(tmp_path, tiny_coco):
+    from fcmbench.codecs.learned.lmsfc import TAMSFCodec
     from fcmbench.datasets.base import load_image
     from fcmbench.datasets.coco import CocoDataset
-    from fcmbench.methods.lmsfc import TAMSFCodec
     from fcmbench.tasks.base import TaskModelOptions
     from fcmbench.tasks.shapes_rcnn import shapes_rcnn
-    from fcmbench.tasks.train_task import targets_of
+    from fcmbench.training.detector import targets_of
 
     task = shapes_rcnn(TaskModelOptions(weights="none"))
     dataset = CocoDataset(*tiny_coco)
@@ -241,8 +244,8 @@ def test_an_unreadable_init_checkpoint_is_one_clear_error(tmp_path):
 
 
 def test_a_diverging_training_stops_with_a_clear_error_and_saves_nothing(tmp_path):
-    from fcmbench.errors import FcmbenchError
-    from fcmbench.methods.train import fit
+    from fcmbench.core.errors import FcmbenchError
+    from fcmbench.training.codecs import fit
 
     model, losses = torch.nn.Linear(2, 1), iter([1.0, 1.0, 1.0, math.nan])
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fcmbench.metrics import BDRateUnavailable, bd_rate, bpp
+from fcmbench.evaluation.metrics import BDRateUnavailable, bd_rate, bpp
 
 CURVES = [  # (anchor rate, anchor accuracy, test rate, test accuracy)
     ([0.05, 0.1, 0.2, 0.4, 0.8], [0.20, 0.28, 0.33, 0.36, 0.375],

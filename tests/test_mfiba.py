@@ -10,14 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.datasets.base import load_image
-from fcmbench.datasets.coco import CocoDataset
-from fcmbench.errors import FcmbenchError
-from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
-from fcmbench.methods.elic import build_elic
-from fcmbench.methods.mfiba import (
-    ImportancePredictor,
+from fcmbench.codecs.learned.mfiba import (
     MfibaElicCodec,
     RateModel,
     calibrate_labels,
@@ -26,9 +19,16 @@ from fcmbench.methods.mfiba import (
     fit_rate_model,
     importance_labels,
     target_rates,
-    train_predictor,
 )
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.base import load_image
+from fcmbench.datasets.coco import CocoDataset
+from fcmbench.models.elic import build_elic
+from fcmbench.models.mfiba import ImportancePredictor
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
+from fcmbench.training.mfiba import train_predictor
+from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
 
 def test_the_power_law_fit_recovers_its_parameters():
@@ -109,8 +109,8 @@ def test_fit_train_and_code_end_to_end(tmp_path, tiny_coco):
     assert all(high_sizes[k] >= low_sizes[k] for k in levels) and chosen_high != chosen_low
     mine = codec.decode(high)
     (tmp_path / "stream.bin").write_bytes(high)
-    script = ("import sys, torch; from fcmbench.codec import CodecOptions; "
-              "from fcmbench.methods.mfiba import MfibaElicCodec as C; "
+    script = ("import sys, torch; from fcmbench.core.codec import CodecOptions; "
+              "from fcmbench.codecs.learned.mfiba import MfibaElicCodec as C; "
               "c = C(CodecOptions(task_model='shapes_rcnn', checkpoints=sys.argv[1])); "
               "x = c.decode(open(sys.argv[2], 'rb').read()); torch.save(dict(x.levels), sys.argv[3])")
     threads = "1" if torch.get_num_threads() > 1 else "2"

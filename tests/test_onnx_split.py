@@ -8,18 +8,17 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from conftest import SHARED, run_cli
+from conftest import SHARED, needs_shared, run_cli
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.datasets.base import load_image
 from fcmbench.datasets.coco import CocoDataset
-from fcmbench.errors import FcmbenchError
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.onnx_split import OnnxSplitDetector
 from fcmbench.tasks.ssd_fpnlite import COCO_CATEGORY_IDS, POSTPROCESS, RELATIVE_PATH, ssd_mobilenet_fpnlite
 
 MODEL = SHARED / "models" / RELATIVE_PATH
 VAL = SHARED / "data" / "coco-val2017-96"
-needs_shared = pytest.mark.skipif(not (MODEL.is_file() and VAL.is_dir()),
-                                  reason="../shared/models and ../shared/data (real COCO, SSD ONNX) are absent")
+needs_coco = needs_shared(f"models/{RELATIVE_PATH}", "data/coco-val2017-96")
 
 
 @pytest.fixture(scope="module")
@@ -32,20 +31,20 @@ def val():
     return CocoDataset(VAL / "images", VAL / "instances.json")
 
 
-@needs_shared
+@needs_coco
 def test_levels_are_read_from_the_graph(ssd):
     assert ssd.levels == {"p3": (128, 32, 32), "p4": (128, 16, 16), "p5": (128, 8, 8), "p6": (128, 4, 4),
                           "p7": (128, 2, 2)}
 
 
-@needs_shared
+@needs_coco
 def test_model_classes_map_to_coco_categories_of_the_same_name():
     names = (MODEL.parent / "labels_coco_dataset_80.txt").read_text().splitlines()[1:]
     categories = {c["id"]: c["name"] for c in json.loads((VAL / "instances.json").read_text())["categories"]}
     assert [categories[i] for i in COCO_CATEGORY_IDS] == names
 
 
-@needs_shared
+@needs_coco
 def test_split_predictions_equal_the_unsplit_network(ssd, val):
     for item in val.items()[:6]:
         image = load_image(item)
@@ -54,7 +53,7 @@ def test_split_predictions_equal_the_unsplit_network(ssd, val):
         assert all(torch.equal(whole[k], split[k]) for k in ("boxes", "scores", "labels"))
 
 
-@needs_shared
+@needs_coco
 def test_cli_map_equals_pycocotools_on_the_unsplit_predictions(tmp_path, ssd, val):
     run_cli("run", "--methods", "raw", "--dataset", "coco", "--images", VAL / "images", "--annotations",
             VAL / "instances.json", "--task-model", "ssd_mobilenet_fpnlite", "--weights", MODEL, "--out", tmp_path)
@@ -71,7 +70,7 @@ def test_cli_map_equals_pycocotools_on_the_unsplit_predictions(tmp_path, ssd, va
     assert stored.loc[0, "bbox_mAP50"] == pytest.approx(check.stats[1], abs=1e-6)  # rd.csv keeps 6 decimals
 
 
-@needs_shared
+@needs_coco
 def test_a_split_tensor_not_in_the_graph_is_named():
     with pytest.raises(FcmbenchError, match=r"no tensors \['Relu6__999:0'\]"):
         OnnxSplitDetector("ssd", MODEL, ("Relu6__999:0",), POSTPROCESS, COCO_CATEGORY_IDS)

@@ -20,21 +20,19 @@ import torch
 import torch.nn.functional as F
 from compressai.ans import BufferedRansEncoder, RansDecoder
 
-from conftest import SHARED
-from fcmbench.codec import CodecOptions
-from fcmbench.errors import FcmbenchError
-from fcmbench.methods import lmsfc as L
-from fcmbench.methods.checkpoints import load_checkpoint, published_names, with_derived_buffers
-from fcmbench.methods.image_codec import compress_image, decompress_image
-from fcmbench.methods.tcm import tcm_from_state
-from fcmbench.methods.tcm_net import SWAtten
+from conftest import SHARED, shared_marks
+from fcmbench.codecs.learned.image_codec import compress_image, decompress_image
+from fcmbench.core.codec import CodecOptions
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.models import lmsfc as L
+from fcmbench.models.tcm import SWAtten, tcm_from_state
+from fcmbench.zoo.checkpoints import load_checkpoint, published_names, with_derived_buffers
 
 PARITY = SHARED / "reference" / "parity"
 TOLERANCE = 1e-4  # the fixtures' READMEs; wavefront decodes measured within 4e-6 (L-MSFC) and 3.2e-5 (TA-MSF)
 TAMSF = "tamsf_C32_N16_M16_seed1234"
 
-pytestmark = [pytest.mark.shared, pytest.mark.usefixtures("one_thread"),
-              pytest.mark.skipif(not PARITY.is_dir(), reason=f"{PARITY} is absent (the reference-parity fixtures)")]
+pytestmark = [pytest.mark.usefixtures("one_thread"), *shared_marks("reference/parity")]
 
 
 

@@ -5,14 +5,14 @@ import json
 import torch
 
 from conftest import run_cli
-from fcmbench.codec import CodecOptions
+from fcmbench.core.codec import CodecOptions
 from fcmbench.datasets.base import image_folder_items, load_image
 from fcmbench.datasets.pseudo import PseudoLabelled
 from fcmbench.datasets.shapes import write_split
-from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
-from fcmbench.methods.elic import build_elic
+from fcmbench.models.elic import build_elic
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.shapes_rcnn import shapes_rcnn
+from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
 
 def test_the_uncompressed_detections_score_full_marks_and_degraded_ones_less(tmp_path):

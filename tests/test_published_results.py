@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fcmbench import registry
 from fcmbench.cli import build_parser
+from fcmbench.core import registry
 
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "coco-val96-ssd-fpnlite"
 SCRIPT = RESULTS / "reproduce.sh"

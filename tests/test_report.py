@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_cli
-from fcmbench.metrics import bd_rate
-from fcmbench.store import ItemResult, Store, image_set_key
+from fcmbench.evaluation.metrics import bd_rate
+from fcmbench.pipeline.store import ItemResult, Store, image_set_key
 
 EVIL = "<script>alert(1)</script>"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"

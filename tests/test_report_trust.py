@@ -12,9 +12,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from conftest import run_cli
-from fcmbench.bootstrap import pack_matches
 from fcmbench.datasets.coco import evaluate_coco_matched
-from fcmbench.store import ItemResult, Store, image_set_key
+from fcmbench.evaluation.bootstrap import pack_matches
+from fcmbench.pipeline.store import ItemResult, Store, image_set_key
 
 IMAGES = list(range(1, 9))
 OFFSETS = [7.0, 5.0, 4.0, 3.0, 2.0]  # pixels a detection is off its 40x40 box, per rate point: IoU 0.52 .. 0.82

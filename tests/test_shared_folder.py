@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import FCMBENCH, run_cli
-from fcmbench.errors import FcmbenchError
-from fcmbench.folderlock import LOCK_NAME, FolderLock
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.folderlock import LOCK_NAME, FolderLock
 
 
 def coco_args(tiny_coco):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from pycocotools import mask as mask_utils
 
-from fcmbench.errors import FcmbenchError
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.tasks.base import TaskModelOptions, prediction_to_coco
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS, shapes_rcnn
 from fcmbench.tasks.torchvision_rcnn import (
@@ -45,7 +45,8 @@ def test_torchvision_split_is_exact(builder):
 
 @pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained yet")
 def test_shapes_rcnn_split_is_exact():
-    from fcmbench.datasets.base import DatasetOptions, load_image
+    from fcmbench.datasets.base import load_image
+    from fcmbench.datasets.options import DatasetOptions
     from fcmbench.datasets.shapes import shapes
 
     task = shapes_rcnn(TaskModelOptions())

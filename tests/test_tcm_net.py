@@ -2,15 +2,16 @@
 
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fcmbench.methods.tcm_net import TCMNet, WindowAttention
+from conftest import SHARED, needs_shared
+from fcmbench.models.tcm import TCMNet, WindowAttention
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "checkpoints"
+REFERENCE = SHARED / "reference" / "checkpoints"
+needs_reference = needs_shared("reference/checkpoints")
 pytestmark = pytest.mark.usefixtures("one_thread")
 # tiny widths; two blocks per stage so W-MSA and SW-MSA both run in every stage, two heads per Swin block
 TINY = {"N": 8, "M": 24, "num_slices": 3, "head_dim": (4,) * 6, "hyper_channels": 16, "cc_widths": (16, 16),
@@ -23,7 +24,7 @@ def smooth_image(height: int, width: int, seed: int = 1) -> torch.Tensor:
     return F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
 
 
-@pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is absent")
+@needs_reference
 @pytest.mark.parametrize("n", [64, 128])
 def test_layout_matches_the_published_checkpoints(n):
     reference = json.loads((REFERENCE / f"tcm_N{n}.json").read_text())

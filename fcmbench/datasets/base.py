@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from fcmbench.bootstrap import Matches
-from fcmbench.errors import FcmbenchError
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.options import MAX_IMAGE_PIXELS
+from fcmbench.evaluation.bootstrap import Matches
 
 
 @dataclass(frozen=True)
@@ -21,19 +22,6 @@ class DatasetItem:
     path: Path
     width: int
     height: int
-
-
-@dataclass
-class DatasetOptions:
-    """Options a dataset builder may use; builders ignore what they do not need."""
-
-    root: Path | None = None
-    images: Path | None = None
-    annotations: Path | None = None
-    split: str | None = None
-    labels: Path | None = None  # KITTI: label_2 folder (with images)
-    split_file: Path | None = None  # KITTI: frame ids, one a line
-    class_map: str | None = None  # KITTI: which task-model categories are Car, Pedestrian, Cyclist
 
 
 class Dataset(ABC):
@@ -55,11 +43,6 @@ class Dataset(ABC):
 
     def describe(self) -> str:
         return self.name
-
-
-# A 4K frame. Larger images are refused before their pixels are decoded (a small PNG can claim 20000 x 20000);
-# --max-image-pixels raises it.
-MAX_IMAGE_PIXELS = 4096 * 2160
 
 
 def load_image(item: DatasetItem, max_pixels: int = MAX_IMAGE_PIXELS) -> torch.Tensor:

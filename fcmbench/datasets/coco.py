@@ -12,9 +12,10 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from fcmbench.bootstrap import Matches
-from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions
-from fcmbench.errors import FcmbenchError
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.base import Dataset, DatasetItem
+from fcmbench.datasets.options import DatasetOptions
+from fcmbench.evaluation.bootstrap import Matches
 
 # COCOeval.stats order, named the way rd.csv columns are.
 STAT_NAMES = ("mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large")

@@ -1,6 +1,6 @@
 """``kitti``: KITTI 2D object detection (``training/image_2/*.png`` + ``training/label_2/*.txt``).
 
-Predictions are scored twice: by the official devkit's AP|R40 and AP|R11 (:mod:`fcmbench.kitti_eval`, on its
+Predictions are scored twice: by the official devkit's AP|R40 and AP|R11 (:mod:`fcmbench.evaluation.kitti`, on its
 0-100 scale) and by pycocotools on a COCO conversion of the same ground truth (``bbox_mAP`` etc.), so KITTI
 results sit in the same tables as COCO ones.
 
@@ -25,10 +25,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from pycocotools.coco import COCO
 
-from fcmbench.datasets.base import Dataset, DatasetItem, DatasetOptions
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.datasets.base import Dataset, DatasetItem
 from fcmbench.datasets.coco import evaluate_coco
-from fcmbench.errors import FcmbenchError
-from fcmbench.kitti_eval import CLASSES, Objects, evaluate, parse_label_file, read_split_file
+from fcmbench.datasets.options import DatasetOptions
+from fcmbench.evaluation.kitti import CLASSES, Objects, evaluate, parse_label_file, read_split_file
 
 # the COCO conversion's category ids: COCO's own for person, bicycle and car
 CATEGORY_IDS = {"Pedestrian": 1, "Cyclist": 2, "Car": 3}

@@ -13,9 +13,9 @@ import io
 
 from pycocotools.coco import COCO
 
+from fcmbench.core.featureset import FeatureSet
 from fcmbench.datasets.base import Dataset, DatasetItem
 from fcmbench.datasets.coco import evaluate_coco
-from fcmbench.featureset import FeatureSet
 
 DEFAULT_SCORE = 0.5
 

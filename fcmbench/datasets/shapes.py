@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 
-from fcmbench.datasets.base import DatasetOptions
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.paths import default_cache
 from fcmbench.datasets.coco import CocoDataset
-from fcmbench.errors import FcmbenchError
+from fcmbench.datasets.options import DatasetOptions
 
 GENERATOR_VERSION = 1
 IMAGE_SIZE = 256
@@ -35,13 +36,6 @@ class Drawn:
     category_id: int
     mask: np.ndarray  # full (amodal) mask, bool [H, W]
     keypoints: list[tuple[float, float]]
-
-
-def default_cache() -> Path:
-    base = os.environ.get("FCMBENCH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fcmbench"
-    )
-    return Path(base)
 
 
 def shapes(options: DatasetOptions) -> CocoDataset:

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fcmbench.bootstrap import interval, resample_counts, resampled_ap, unpack_matches
-from fcmbench.metrics import BDRateUnavailable, bd_rate_over
+from fcmbench.evaluation.bootstrap import interval, resample_counts, resampled_ap, unpack_matches
+from fcmbench.evaluation.metrics import BDRateUnavailable, bd_rate_over
 from fcmbench.reports.tables import stores
 
 SEED = 0

@@ -11,10 +11,10 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from fcmbench.bitstream import HEADER_KEY
-from fcmbench.errors import FcmbenchError
-from fcmbench.metrics import BDRateUnavailable, bd_rate_over, bpp
-from fcmbench.store import Store
+from fcmbench.core.bitstream import HEADER_KEY
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.evaluation.metrics import BDRateUnavailable, bd_rate_over, bpp
+from fcmbench.pipeline.store import Store
 
 ANCHOR_PREFERENCE = ("vtm-feature", "vtm-image", "quant")
 UNCOMPRESSED = "raw"  # the lossless point: the accuracy a BD-rate's overlap is measured against
@@ -254,19 +254,9 @@ def is_low_accuracy(row: dict | pd.Series) -> bool:
     return row["regime"] == LOW_ACCURACY
 
 
-def own_anchors(methods: list[str]) -> dict[str, str]:
-    """Method -> the registered method it is built on and is judged against (``anchor`` on the codec class)."""
-    from fcmbench import registry
-
-    pairs = {}
-    for name in methods:
-        try:
-            base = getattr(registry.methods.get(name), "anchor", None)
-        except FcmbenchError:  # results of a plugin no longer installed: no pairing, not an error
-            continue
-        if base is not None:
-            pairs[name] = base.name
-    return pairs
+def own_anchors(history: list[dict]) -> dict[str, str]:
+    """Method -> the method it is built on and is also judged against, as the runs recorded it."""
+    return {name: base for run in history for name, base in run.get("built_on", {}).items()}
 
 
 def monotone_envelope(curve: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:

@@ -8,12 +8,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
-from fcmbench.featureset import FeatureSet
+from fcmbench.core.featureset import FeatureSet
 
 
 @dataclass
@@ -22,6 +23,14 @@ class TaskModelOptions:
 
     weights: str | None = None
     device: str = "cpu"
+
+
+@runtime_checkable
+class TrainableTask(Protocol):
+    """A task model that can give its own training loss on (reconstructed) features, with its weights frozen:
+    what a task-aware codec (TA-MSF) trains with."""
+
+    def training_loss(self, features: FeatureSet, levels: dict[str, torch.Tensor], target: dict) -> torch.Tensor: ...
 
 
 class TaskModel(ABC):

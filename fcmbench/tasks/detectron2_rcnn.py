@@ -41,8 +41,8 @@ from PIL import Image
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/detectron2/"

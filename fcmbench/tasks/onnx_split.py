@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 from fcmbench.tasks.base import TaskModel, file_sha256
 
 Postprocess = Callable[[dict[str, np.ndarray], tuple[int, int]], dict[str, torch.Tensor]]

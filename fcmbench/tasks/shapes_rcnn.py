@@ -20,8 +20,8 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import Conv2dNormActivation
 
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.datasets.shapes import CLASSES, IMAGE_SIZE
-from fcmbench.errors import FcmbenchError
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.torchvision_rcnn import RANDOM_WEIGHTS_WARNING, TorchvisionRCNN, load_local_weights
 

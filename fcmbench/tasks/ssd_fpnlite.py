@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fcmbench.errors import FcmbenchError
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.onnx_split import OnnxSplitDetector, SSDPostprocess, default_model_path
 

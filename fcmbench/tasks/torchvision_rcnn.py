@@ -15,8 +15,8 @@ from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
 
 RANDOM_WEIGHTS_WARNING = "task model uses RANDOM weights (--weights none): accuracies are meaningless"

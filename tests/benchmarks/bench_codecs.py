@@ -5,12 +5,12 @@ import time
 import pytest
 import torch
 
-from fcmbench import registry
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.errors import FcmbenchError
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.quant import QuantCodec
-from fcmbench.methods.raw import RawCodec
+from fcmbench.codecs.quant import QuantCodec
+from fcmbench.codecs.raw import RawCodec
+from fcmbench.core import registry
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 
 # P2..P6 of a torchvision R-CNN on a 640x480 COCO image resized to 800x1067 (256 channels).
 COCO_LEVELS = {"0": (256, 200, 272), "1": (256, 100, 136), "2": (256, 50, 68), "3": (256, 25, 34),

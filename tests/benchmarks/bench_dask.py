@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from fcmbench.runner import RunConfig, Runner
-from fcmbench.store import Store
+from fcmbench.pipeline.runner import RunConfig, Runner
+from fcmbench.pipeline.store import Store
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
 
 pytestmark = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained")

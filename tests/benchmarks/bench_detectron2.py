@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from fcmbench import registry
+from fcmbench.core import registry
 from fcmbench.tasks import TaskModelOptions
 
 NAMES = ("d2-faster-rcnn-r50-fpn", "d2-mask-rcnn-r50-fpn", "d2-faster-rcnn-x101-fpn", "d2-mask-rcnn-x101-fpn")

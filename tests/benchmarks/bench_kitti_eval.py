@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fcmbench.kitti_eval import CLASSES, Objects, evaluate
+from fcmbench.evaluation.kitti import CLASSES, Objects, evaluate
 
 FRAMES = 3769
 KINDS = np.array(["Car", "Car", "Car", "Car", "Van", "Pedestrian", "Pedestrian", "Cyclist", "Truck", "DontCare",
@@ -63,7 +63,7 @@ def write_folder(objects: Objects, folder, with_score: bool) -> None:
 
 def test_kitti_evaluate_folders_3769_frames(benchmark, split, tmp_path):
     """What ``fcmbench evaluate kitti`` spends: reading and checking 3,769 label and detection files too."""
-    from fcmbench.kitti_eval import evaluate_folders
+    from fcmbench.evaluation.kitti import evaluate_folders
 
     gt, det = split
     write_folder(gt, tmp_path / "label_2", with_score=False)

@@ -8,10 +8,10 @@ import time
 import pytest
 import torch
 
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import build_model, checkpoint_path, save_checkpoint
-from fcmbench.methods.lmsfc import LMSFCCodec, LMSFCNoContextCodec
+from fcmbench.codecs.learned.lmsfc import LMSFCCodec, LMSFCNoContextCodec
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.featureset import FeatureSet
+from fcmbench.zoo.checkpoints import build_model, checkpoint_path, save_checkpoint
 
 SIZES = {  # (FPN channels, latent M, P2 size)
     "coco-r50-800x1088": (256, 128, (200, 272)),

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from pycocotools.coco import COCO
 
-from fcmbench.bootstrap import pack_matches
 from fcmbench.datasets.coco import evaluate_coco_matched
+from fcmbench.evaluation.bootstrap import pack_matches
+from fcmbench.pipeline.store import ItemResult, Store, image_set_key
 from fcmbench.reports.intervals import point_resamples, with_accuracy_intervals, with_bd_intervals
 from fcmbench.reports.tables import bd_table, rd_table
-from fcmbench.store import ItemResult, Store, image_set_key
 
 IMAGES, CATEGORIES, METHODS, POINTS = list(range(1, 51)), 6, 13, 5
 

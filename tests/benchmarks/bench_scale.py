@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcmbench import registry
-from fcmbench.datasets.base import DatasetOptions, load_image
-from fcmbench.runner import RunConfig, Runner
-from fcmbench.store import Store
+from fcmbench.core import registry
+from fcmbench.datasets.base import load_image
+from fcmbench.datasets.options import DatasetOptions
+from fcmbench.pipeline.runner import RunConfig, Runner
+from fcmbench.pipeline.store import Store
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
 

@@ -5,12 +5,15 @@ LIC-TCM N=8 M=32): the time does not depend on training. `.venv/bin/pytest tests
 import pytest
 import torch
 
-from fcmbench.codec import CodecOptions, RatePoint
-from fcmbench.featureset import FeatureSet
-from fcmbench.methods.checkpoints import checkpoint_path, save_checkpoint
-from fcmbench.methods.elic import ElicFeatCodec, build_elic
-from fcmbench.methods.mfiba import ImportancePredictor, MfibaElicCodec, RateModel
-from fcmbench.methods.tcm import TcmFeatCodec, build_tcm
+from fcmbench.codecs.learned.elic import ElicFeatCodec
+from fcmbench.codecs.learned.mfiba import MfibaElicCodec, RateModel
+from fcmbench.codecs.learned.tcm import TcmFeatCodec
+from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.featureset import FeatureSet
+from fcmbench.models.elic import build_elic
+from fcmbench.models.mfiba import ImportancePredictor
+from fcmbench.models.tcm import build_tcm
+from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
 SIZES = {"shapes-256": (64, (64, 64)), "coco-r50-800x1088": (256, (200, 272))}  # FPN channels, P2 size
 NETWORKS = {ElicFeatCodec: lambda: build_elic(16, 40), TcmFeatCodec: lambda: build_tcm(8, 32)}

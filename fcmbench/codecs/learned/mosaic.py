@@ -1,0 +1,228 @@
+"""FPN levels as images for an image codec, as MFIBA codes them (reference §4.3), and ``elic-feat`` /
+``tcm-feat``: every level coded so with one base-codec quality for all levels.
+
+Each level is min-max normalised over the whole tensor, quantised to 8 bits (the reference writes PNGs),
+each side padded with zeros to at least 40, and tiled into a 3-channel mosaic: tile i holds channels 3i..3i+2
+as RGB (the last tile's missing channels are zero), tiles placed column-major on a grid of
+``rows = ceil(sqrt(tiles))`` rows (for 256 channels that is the reference's 10 x 9). Unlike the reference,
+the min, max, sizes, grid and quality of every level are in the stream and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from fcmbench.codecs.learned.image_codec import (
+    IMAGE_LAMBDAS,
+    ImageNetwork,
+    compress_image,
+    decompress_image,
+    join_strings,
+    load_network,
+    split_strings,
+)
+from fcmbench.codecs.learned.ladder import QualityLadder
+from fcmbench.core.bitstream import Container, Reader, short_string
+from fcmbench.core.codec import RatePoint
+from fcmbench.core.errors import BitstreamError
+from fcmbench.core.featureset import FeatureSet
+from fcmbench.core.limits import (
+    MAX_IMAGE_SIDE,
+    check_decoded,
+    check_level_count,
+    check_level_shape,
+    check_pyramid,
+    check_range,
+)
+from fcmbench.zoo.checkpoints import checkpoint_path
+
+MIN_TILE = 40
+LEVEL = struct.Struct(">3H2BBff")  # channels, height, width, grid rows, grid columns, quality, min, max
+
+
+@dataclass(frozen=True)
+class Layout:
+    channels: int
+    height: int
+    width: int
+    rows: int
+    cols: int
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        return max(self.height, MIN_TILE), max(self.width, MIN_TILE)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rows * self.tile[0], self.cols * self.tile[1]
+
+    @property
+    def pixels(self) -> int:
+        return self.size[0] * self.size[1]
+
+
+def layout_for(channels: int, height: int, width: int) -> Layout:
+    tiles = math.ceil(channels / 3)
+    rows = math.ceil(math.sqrt(tiles))
+    return Layout(channels, height, width, rows, math.ceil(tiles / rows))
+
+
+def to_mosaic(values: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """``[C, H, W]`` in [0, 1] -> ``[3, rows * tile_h, cols * tile_w]``."""
+    (th, tw), cells = layout.tile, layout.rows * layout.cols
+    grid = values.new_zeros(cells * 3, th, tw)
+    grid[: layout.channels, : layout.height, : layout.width] = values
+    # column-major: tile i sits at row i % rows, column i // rows
+    grid = grid.reshape(layout.cols, layout.rows, 3, th, tw).permute(2, 1, 3, 0, 4)
+    return grid.reshape(3, layout.rows * th, layout.cols * tw)
+
+
+def from_mosaic(mosaic: torch.Tensor, layout: Layout) -> torch.Tensor:
+    (th, tw) = layout.tile
+    grid = mosaic.reshape(3, layout.rows, th, layout.cols, tw).permute(3, 1, 0, 2, 4)
+    grid = grid.reshape(layout.cols * layout.rows * 3, th, tw)
+    return grid[: layout.channels, : layout.height, : layout.width]
+
+
+def eight_bits(values: torch.Tensor) -> torch.Tensor:
+    return torch.round(values.clamp(0, 1) * 255) / 255
+
+
+def value_range(level: torch.Tensor) -> tuple[float, float]:
+    """Min and max as float32, the numbers the stream holds."""
+    return struct.unpack(">2f", struct.pack(">2f", float(level.min()), float(level.max())))
+
+
+def level_mosaic(level: torch.Tensor) -> tuple[Layout, float, float, torch.Tensor]:
+    layout = layout_for(*level.shape)
+    low, high = value_range(level)
+    normalised = (level.float() - low) / ((high - low) or 1.0)
+    return layout, low, high, to_mosaic(eight_bits(normalised), layout)
+
+
+def level_from_mosaic(mosaic: torch.Tensor, layout: Layout, low: float, high: float) -> torch.Tensor:
+    return from_mosaic(eight_bits(mosaic), layout) * ((high - low) or 1.0) + low
+
+
+@dataclass
+class CodedLevel:
+    name: str
+    layout: Layout
+    low: float
+    high: float
+    quality: int
+    strings: list[bytes]
+
+    @property
+    def bits(self) -> int:
+        return 8 * sum(len(s) for s in self.strings)
+
+    @property
+    def bpp(self) -> float:
+        """Bits per mosaic pixel, the rate MFIBA's allocation works with."""
+        return self.bits / self.layout.pixels
+
+
+class TiledFeatureCodec(QualityLadder):
+    """Every level tiled and coded by one image network family; ``base`` names whose checkpoints it uses."""
+
+    family: ClassVar[ImageNetwork]
+    base: ClassVar[str]
+    trainer = "fcmbench.training.image_networks:train"
+
+    @classmethod
+    def rate_points(cls) -> list[RatePoint]:
+        return [RatePoint(f"q{q}", q) for q in IMAGE_LAMBDAS]
+
+    def base_qualities(self) -> list[int]:
+        """The base-codec qualities that have a checkpoint for this task model."""
+        return [q for q in IMAGE_LAMBDAS if self.checkpoint(q).is_file()]
+
+    def checkpoint(self, quality: int) -> Path:
+        return checkpoint_path(self.base, quality, self.options)
+
+    def network(self, quality: int) -> nn.Module:
+        return load_network(self.family, self.base, quality, self.options)
+
+    def describe(self) -> str:
+        qualities = self.base_qualities()
+        if not qualities:
+            return self.label()
+        return f"{self.label()}: {self.family.describe(self.network(qualities[0]))}, base qualities {qualities}"
+
+    def code_level(self, name: str, level: torch.Tensor, quality: int) -> CodedLevel:
+        layout, low, high, mosaic = level_mosaic(level)
+        return CodedLevel(name, layout, low, high, quality, compress_image(self.network(quality), mosaic))
+
+    def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:
+        quality = int(rate.value)
+        return self.container(x, [self.code_level(name, t, quality) for name, t in x.items()])
+
+    def container(self, x: FeatureSet, levels: list[CodedLevel]) -> bytes:
+        header, segments = b"", {}
+        for level in levels:
+            lay = level.layout
+            header += short_string(level.name) + LEVEL.pack(lay.channels, lay.height, lay.width, lay.rows, lay.cols,
+                                                            level.quality, level.low, level.high)
+            segments[level.name] = join_strings(level.strings)
+        return Container(self.name, x.original_size, x.input_size, header, segments, self.stream_version).to_bytes()
+
+    def read_levels(self, box: Container) -> list[CodedLevel]:
+        reader, levels = Reader(box.header), []
+        check_level_count(len(box.segments), f"this {self.name} stream")
+        while reader.remaining:
+            name = reader.short_string()
+            channels, height, width, rows, cols, quality, low, high = reader.unpack(LEVEL.format)
+            if name not in box.segments or any(level.name == name for level in levels):
+                raise BitstreamError(f"corrupt bitstream: level {name!r} of this {self.name} stream has no segment "
+                                     "or is named twice")
+            check_level_shape(name, (channels, height, width), box.input_size)
+            check_range(name, low, high)
+            layout = Layout(channels, height, width, rows, cols)
+            # the encoder always uses layout_for: any other grid is a field that lies
+            if layout != layout_for(channels, height, width) or quality not in IMAGE_LAMBDAS:
+                raise BitstreamError(f"corrupt bitstream: level {name!r} of this {self.name} stream is inconsistent "
+                                     f"(grid {rows}x{cols} for {channels} channels, quality {quality})")
+            if max(layout.size) > MAX_IMAGE_SIDE:
+                raise BitstreamError(f"corrupt bitstream: level {name!r} tiles into a {layout.size[0]}x"
+                                     f"{layout.size[1]} mosaic (sides up to {MAX_IMAGE_SIDE})")
+            strings = split_strings(box.segments[name], f"level {name!r}")
+            levels.append(CodedLevel(name, layout, low, high, quality, strings))
+        if len(levels) != len(box.segments):
+            raise BitstreamError(f"corrupt bitstream: this {self.name} stream has segments no level names")
+        check_pyramid({level.name: (level.layout.channels, level.layout.height, level.layout.width)
+                       for level in levels}, box.input_size, f"this {self.name} stream")
+        return levels
+
+    def decode(self, data: bytes) -> FeatureSet:
+        box = Container.from_bytes(data, self.name, self.stream_version)
+        decoded = {}
+        for level in self.read_levels(box):
+            mosaic = decompress_image(self.network(level.quality), level.strings, level.layout.size)
+            decoded[level.name] = level_from_mosaic(mosaic, level.layout, level.low, level.high)
+        check_decoded(decoded, box.input_size)
+        return FeatureSet(decoded, box.original_size, box.input_size)
+
+    def stream_info(self, data: bytes) -> dict:
+        """The base-codec quality of each level."""
+        box = Container.from_bytes(data, self.name, self.stream_version)
+        return {"qualities": {level.name: level.quality for level in self.read_levels(box)}}
+
+
+def feature_mosaics(features: FeatureSet) -> list[torch.Tensor]:
+    """The images a tiled codec codes for these features, each ``[6, H, W]``: the mosaic, then 1 on the values the
+    decoder keeps and 0 on the tiles' padding and empty slots. Training data for its base network: the loss
+    counts only the kept pixels (a level of 2x2 values in 40x40 tiles would otherwise be trained as zeros)."""
+    mosaics = []
+    for level in features.values():
+        layout, _, _, mosaic = level_mosaic(level)
+        kept = to_mosaic(torch.ones(level.shape), layout)
+        mosaics.append(torch.cat([mosaic, kept]))
+    return mosaics

@@ -1,1 +1,0 @@
-"""Feature codecs: one file per method, named after it."""
