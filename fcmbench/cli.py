@@ -479,6 +479,8 @@ def finetune_task_model(args: argparse.Namespace) -> None:
 
 
 FINETUNABLE = ("faster_rcnn_r50_fpn", "faster_rcnn_r50_fpn_v2")  # as fcmbench.training.detector (not imported here)
+
+
 def check_output_folders(args: argparse.Namespace) -> None:
     """train and fit-rate-model write checkpoints under --out and features under --cache: check both first."""
     from fcmbench.core.paths import writable_folder

@@ -54,15 +54,7 @@ class Registry:
     def without_aliases(self, names: list[str]) -> list[str]:
         """Each registered object once: of names that point to the same object (``mfiba`` and ``mfiba-elic``),
         keep the one that is the object's own ``name``."""
-        targets = {n: ep.value for n, ep in self._entry_points().items()}
-        shared = {t for t in targets.values() if list(targets.values()).count(t) > 1}
-        kept = []
-        for name in names:
-            target = targets.get(name)
-            if target in shared and getattr(self.get(name), "name", name) != name:
-                continue
-            kept.append(name)
-        return kept
+        return [name for name in names if self.canonical(name) == name]
 
     def resolve(self, spec: str) -> list[str]:
         """``"a,b"`` or ``"all"`` -> checked names, in the order given."""

@@ -14,6 +14,7 @@ from fcmbench.core import registry
 from fcmbench.core.codec import CodecOptions
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.training import Trained, TrainRequest
+from fcmbench.zoo.checkpoints import checkpoint_root
 
 
 def parse_ladder(text: str) -> dict[int, float]:
@@ -47,7 +48,7 @@ def train_ladder(request: TrainRequest, ladder: dict[int, float], base: int, bas
     codec = registry.methods.get(request.method)
     train = resolve_name(codec.trainer)
     out = Path(request.out) if request.out else None
-    base_root = (out or Path(".")) / "base"
+    base_root = checkpoint_root(CodecOptions(checkpoints=out)) / "base"  # beside the ladder, wherever that is
 
     def checkpoint(quality: int, root: Path | None) -> Path:
         return codec(CodecOptions(task_model=request.task_model, checkpoints=root)).checkpoint(quality)
