@@ -207,13 +207,14 @@ def seed_streams(codec: str, cache: Path) -> list[bytes]:
     if folder.is_dir() and any(folder.iterdir()):
         return [p.read_bytes() for p in sorted(folder.glob("*.bin"))]
     from fcmbench.core import registry
-    from fcmbench.core.codec import CodecOptions
+    from fcmbench.core.codec import CodecOptions, ImageCodec
 
-    options = CodecOptions(task_model="shapes_rcnn", extra={"vvenc_preset": "faster"})
+    faster = {"preset": "faster"}
+    options = CodecOptions(task_model="shapes_rcnn", settings={"vtm-feature": faster, "vtm-image": faster})
     instance = registry.methods.get(codec)(options)
-    points = instance.operating_points()
+    points = instance.rate_points()
     pixels, features = seed_inputs()
-    source = pixels if instance.kind == "image" else features
+    source = pixels if isinstance(instance, ImageCodec) else features
     streams = [data for data, _ in instance.encode_batch(source, [points[0], points[-1]])]
     partial = folder.with_name(f"{codec}.{os.getpid()}.partial")
     partial.mkdir(parents=True, exist_ok=True)

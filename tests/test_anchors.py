@@ -19,6 +19,8 @@ from fcmbench.core.codec import CodecOptions, RatePoint
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 
+FASTER = {"vtm-feature": {"preset": "faster"}, "vtm-image": {"preset": "faster"}}  # VVenC preset faster
+
 shapes_strategy = st.lists(st.tuples(st.integers(1, 70), st.integers(1, 12), st.integers(1, 12)), min_size=1,
                            max_size=5)
 
@@ -52,7 +54,7 @@ def fpn_features(seed=0) -> FeatureSet:
         low = torch.randn(16, side // 2, side // 2, generator=gen)
         levels[name] = torch.nn.functional.interpolate(low[None], size=(side, side), mode="bilinear")[0].relu()
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, (120, 128), (128, 128), {"derived": {"pool": "3"}})
+    return FeatureSet(levels, (120, 128), (128, 128), {"pool": "3"})
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, peak: float) -> float:
@@ -70,7 +72,7 @@ def test_vvenc_round_trip_small_frame():
 
 def test_feature_anchor_psnr_rises_as_qp_falls():
     x = fpn_features()
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vvenc_preset": "faster"}))
+    codec = VTMFeatureAnchor(CodecOptions(settings=FASTER))
     peak = float(max(t.max() for t in x.values()))
     sizes, quality = [], []
     for qp in (47, 37, 27, 17):
@@ -86,7 +88,7 @@ def test_feature_anchor_psnr_rises_as_qp_falls():
 
 
 def test_feature_anchor_decodes_identically_in_another_process(tmp_path):
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vvenc_preset": "faster"}))
+    codec = VTMFeatureAnchor(CodecOptions(settings=FASTER))
     data = codec.encode(fpn_features(1), RatePoint("qp32", 32))
     mine = codec.decode(data)
     (tmp_path / "stream.bin").write_bytes(data)
@@ -102,7 +104,7 @@ def test_image_anchor_round_trip_and_rate():
     gen = torch.Generator().manual_seed(0)
     image = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=gen), size=(61, 83),
                                             mode="bilinear")[0]  # odd sides: padding and cropping
-    codec = VTMImageAnchor(CodecOptions(extra={"vvenc_preset": "faster"}))
+    codec = VTMImageAnchor(CodecOptions(settings=FASTER))
     low, high = (codec.encode(image, RatePoint(f"qp{q}", q)) for q in (47, 22))
     assert len(low) < len(high)
     decoded = codec.decode(high)
@@ -112,7 +114,7 @@ def test_image_anchor_round_trip_and_rate():
 
 
 def test_corrupt_vvc_bitstream_is_a_clear_error():
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vvenc_preset": "faster"}))
+    codec = VTMFeatureAnchor(CodecOptions(settings=FASTER))
     data = bytearray(codec.encode(fpn_features(), RatePoint("qp37", 37)))
     with pytest.raises(FcmbenchError):
         codec.decode(bytes(data[:-40]))
@@ -178,7 +180,7 @@ def fake_vtm(folder: Path, mode: str = "ok") -> Path:
 def test_vtm_backend_plumbing_with_a_stand_in(tmp_path):
     backend = vvc_backend(fake_vtm(tmp_path / "vtm"))
     assert isinstance(backend, VTM) and backend.version == "12.0" and "VTM 12.0" in backend.name
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vtm_dir": str(tmp_path / "vtm")}))
+    codec = VTMFeatureAnchor(CodecOptions(settings={"vtm-feature": {"vtm_dir": str(tmp_path / "vtm")}}))
     x = fpn_features()
     y = codec.decode(codec.encode(x, RatePoint("qp22", 22)))
     assert psnr(x["0"], y["0"], float(x["0"].max())) > 30
@@ -186,13 +188,15 @@ def test_vtm_backend_plumbing_with_a_stand_in(tmp_path):
 
 
 def test_failing_encoder_names_binary_qp_and_stderr(tmp_path):
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vtm_dir": str(fake_vtm(tmp_path / "vtm", "fail"))}))
+    vtm = fake_vtm(tmp_path / "vtm", "fail")
+    codec = VTMFeatureAnchor(CodecOptions(settings={"vtm-feature": {"vtm_dir": str(vtm)}}))
     with pytest.raises(FcmbenchError, match=r"(?s)QP 37.*EncoderAppStatic.*exited with code 3.*out of memory"):
         codec.encode(fpn_features(), RatePoint("qp37", 37))
 
 
 def test_encoder_without_output_and_missing_vtm(tmp_path, monkeypatch):
-    codec = VTMFeatureAnchor(CodecOptions(extra={"vtm_dir": str(fake_vtm(tmp_path / "vtm", "silent"))}))
+    vtm = fake_vtm(tmp_path / "vtm", "silent")
+    codec = VTMFeatureAnchor(CodecOptions(settings={"vtm-feature": {"vtm_dir": str(vtm)}}))
     with pytest.raises(FcmbenchError, match="wrote no bitstream"):
         codec.encode(fpn_features(), RatePoint("qp37", 37))
     with pytest.raises(FcmbenchError, match="FCMBENCH_VTM_DIR"):
@@ -220,7 +224,8 @@ def test_anchors_end_to_end_through_the_cli(tmp_path, tiny_coco):
 
     out = tmp_path / "run"
     common = ["--dataset", "coco", "--images", tiny_coco[0], "--annotations", tiny_coco[1], "--task-model",
-              "shapes_rcnn", "--weights", "none", "--limit", "2", "--vvenc-preset", "faster", "--out", out]
+              "shapes_rcnn", "--weights", "none", "--limit", "2", "--codec-opt", "vtm-feature.preset=faster",
+              "--codec-opt", "vtm-image.preset=faster", "--out", out]
     result = run_cli("run", "--methods", "vtm-image,vtm-feature", "--rates", "qp47,qp32", *common)
     assert "VVenC" in result.stderr
     report = run_cli("report", "--out", out)
@@ -234,8 +239,9 @@ def test_anchors_end_to_end_through_the_cli(tmp_path, tiny_coco):
     assert "VVenC" in (out / "report.html").read_text()
 
     failing = tmp_path / "failing"
-    bad = run_cli("run", "--methods", "vtm-feature", "--vtm-dir", fake_vtm(tmp_path / "vtm", "fail"),
-                  *common[:-1], failing, check=False)
+    vtm = fake_vtm(tmp_path / "vtm", "fail")
+    bad = run_cli("run", "--methods", "vtm-feature", *common[:-1], failing, "--codec-opt", f"vtm-feature.vtm_dir={vtm}",
+                  check=False)
     assert bad.returncode == 2
     assert "on image 1" in bad.stderr and "exited with code 3" in bad.stderr and "Traceback" not in bad.stderr
     with sqlite3.connect(failing / "results.sqlite") as db:

@@ -192,8 +192,11 @@ def test_train_on_an_image_folder_and_its_errors(tmp_path, tiny_coco):
 
 
 def test_train_a_whole_ladder_in_one_resumable_command(tmp_path):
+    import torch
+
     from fcmbench.datasets.shapes import write_split
     from fcmbench.training.ladder import chain
+    from fcmbench.zoo.checkpoints import read_state
 
     assert chain([1, 2, 3, 4], 3) == [(3, None), (4, 3), (2, 3), (1, 2)]  # outward, neighbour by neighbour
     write_split(tmp_path / "folder", count=18, seed=5)
@@ -210,6 +213,36 @@ def test_train_a_whole_ladder_in_one_resumable_command(tmp_path):
     assert "kept" in again.stdout and "saved" not in again.stdout and (folder / "q1.pt").stat().st_mtime_ns == made
     bad = run_cli(*args[:3], "1:x", *args[4:], check=False)
     assert bad.returncode == 2 and "--ladder point '1:x'" in bad.stderr
+    # the same as training each quality by hand (reproduce.sh did so before --ladder): the same weights
+    by_hand = tmp_path / "by-hand"
+    common = args[8:-2]  # task model, images, sizes
+    run_cli("train", "lmsfc-nocm", "--quality", "2", "--lmbda", "0.06", "--steps", "2", *common, "--out",
+            by_hand / "base")
+    run_cli("train", "lmsfc-nocm", "--quality", "2", "--lmbda", "0.06", "--steps", "2", *common, "--init",
+            by_hand / "base" / "lmsfc-nocm" / "shapes_rcnn" / "q2.pt", "--out", by_hand)
+    run_cli("train", "lmsfc-nocm", "--quality", "1", "--lmbda", "0.03", "--steps", "2", *common, "--init",
+            by_hand / "lmsfc-nocm" / "shapes_rcnn" / "q2.pt", "--out", by_hand)
+    for quality in (1, 2):
+        ladder, hand = (read_state(root / "lmsfc-nocm" / "shapes_rcnn" / f"q{quality}.pt", "q")
+                        for root in (out, by_hand))
+        assert ladder.keys() == hand.keys() and all(torch.equal(ladder[k], hand[k]) for k in ladder)
+
+
+def test_an_mfiba_ladder_trains_its_base_codecs_ladder_then_fits_and_trains_the_predictor(tmp_path):
+    from fcmbench.datasets.shapes import write_split
+
+    write_split(tmp_path / "folder", count=28, seed=11)  # 12 to train on, 16 to validate
+    out = tmp_path / "ckpt"
+    args = ["train", "mfiba-elic", "--ladder", "1:0.05 2:0.13", "--base-steps", "2", "--steps", "2",
+            "--task-model", "shapes_rcnn", "--image-folder", tmp_path / "folder" / "images", "--width", "8",
+            "--latent", "20", "--batch-size", "2", "--fit-images", "12", "--predictor-steps", "3", "--out", out]
+    first = run_cli(*args)
+    assert all((out / "elic-feat" / "shapes_rcnn" / f"q{q}.pt").is_file() for q in (1, 2))
+    mfiba = out / "mfiba-elic" / "shapes_rcnn"
+    assert all((mfiba / name).is_file() for name in ("rate_model.json", "labels.json", "importance.pt"))
+    assert first.stdout.count("saved") == 3  # two qualities and the predictor
+    again = run_cli(*args)
+    assert "saved" not in again.stdout and "kept its rate model and predictor" in again.stdout
 
 
 def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tiny_coco):

@@ -146,7 +146,7 @@ def test_split_batch_and_unsplit_agree(r50_pkl):
     images = [torch.rand(3, 96, 128, generator=gen), torch.rand(3, 96, 128, generator=gen),
               torch.rand(3, 128, 96, generator=gen)]
     features = task.front_batch(images)
-    assert list(features[0]) == ["p2", "p3", "p4", "p5", "p6"] and features[0].meta["derived"] == {"p6": "p5"}
+    assert list(features[0]) == ["p2", "p3", "p4", "p5", "p6"] and features[0].derived == {"p6": "p5"}
     assert features[0].input_size == (160, 213) and features[0]["p2"].shape == (256, 40, 56)
     single = [task.front(image) for image in images]
     for batched, alone in zip(features, single, strict=True):  # batch_invariant: equal to the bit

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli
+from fcmbench.core.codec import ImageCodec
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
 
 pytestmark = pytest.mark.artifacts
@@ -33,7 +34,8 @@ def test_detector_reaches_half_box_map_on_val():
 @pytest.mark.slow
 def test_demo_rd_points_fall_with_rate(tmp_path):
     out = tmp_path / "demo"
-    run_cli("run", "--methods", "all", "--dataset", "shapes", "--limit", "8", "--vvenc-preset", "faster",
+    run_cli("run", "--methods", "all", "--dataset", "shapes", "--limit", "8",
+            "--codec-opt", "vtm-feature.preset=faster", "--codec-opt", "vtm-image.preset=faster",
             "--rates", "float32,2bit,8bit,qp27,qp47,qp22", "--out", out)
     report = run_cli("report", "--out", out)
     assert "report.html" in report.stdout
@@ -93,10 +95,10 @@ def test_shipped_learned_checkpoints_load_and_code(method, tiny_coco):
 
     image = load_image(CocoDataset(*tiny_coco).items()[0])
     codec = registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn"))
-    points = codec.operating_points()
+    points = codec.rate_points()
     codec.ensure_ready(points)
     assert len(points) >= 4
-    if codec.kind == "image":
+    if isinstance(codec, ImageCodec):
         assert codec.decode(codec.encode(image, points[0])).shape == image.shape
         return
     x = shapes_rcnn(TaskModelOptions()).front(image)

@@ -7,6 +7,7 @@ import pytest
 
 from conftest import run_cli
 from fcmbench.cli import parse
+from fcmbench.cli.run import codec_settings
 from fcmbench.core.errors import FcmbenchError
 
 
@@ -18,12 +19,15 @@ def experiment(tmp_path, text: str):
 
 def test_the_file_sets_run_options_and_flags_override_it(tmp_path):
     path = experiment(tmp_path, 'methods = ["lmsfc", "raw"]\ndataset = "shapes"\nout = "runs/x"\nlimit = 5\n'
-                                'executor = "dask"\nworkers = 2\nno-reference = true\nvvenc_preset = "faster"\n')
+                                'executor = "dask"\nworkers = 2\nno-reference = true\n'
+                                '[codec_opt.vtm-feature]\npreset = "faster"\njobs = 3\n')
     args = parse(["run", "--config", str(path), "--limit", "3"])
     assert args.methods == "lmsfc,raw" and args.dataset == "shapes" and str(args.out) == "runs/x"
     assert args.limit == 3  # the flag wins
     assert args.executor == "dask" and args.workers == 2 and args.no_reference is True
-    assert args.vvenc_preset == "faster"
+    assert args.codec_opt == [("vtm-feature", "preset", "faster"), ("vtm-feature", "jobs", "3")]
+    flags = parse(["run", "--config", str(path), "--codec-opt", "vtm-feature.preset=slow"]).codec_opt
+    assert codec_settings(flags) == {"vtm-feature": {"preset": "slow", "jobs": "3"}}  # the flag wins
     assert parse(["run", "--config", str(path)]).limit == 5
 
 
@@ -33,6 +37,8 @@ def test_the_file_sets_run_options_and_flags_override_it(tmp_path):
     ("executor = 'slurm'\n", "choose one of local, dask"),
     ("no_reference = 'yes'\n", "no_reference is a switch"),
     ("limit = [\n", "is not valid TOML"),
+    ("codec_opt = ['vtm-feature:preset']\n", "codec_opt: 'vtm-feature:preset' is not METHOD.KEY=VALUE"),
+    ("codec_opt = 3\n", "codec_opt takes a table per method"),
 ])
 def test_a_bad_experiment_file_is_one_error_naming_the_key(tmp_path, text, message):
     with pytest.raises(FcmbenchError, match="experiment file .*" + message.replace("[", r"\[").replace("(", r"\(")):

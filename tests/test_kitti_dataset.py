@@ -165,7 +165,7 @@ def test_run_and_report_on_a_kitti_folder(root, tmp_path):
     out = tmp_path / "out"
     run_cli("run", "--methods", "raw,quant,vtm-feature", "--dataset", "kitti", "--data-root", root,
             "--task-model", "shapes_rcnn", "--class-map", SHAPES_CLASS_MAP, "--out", out, "--limit", "4",
-            "--rates", "float32,4bit,8bit,qp32,qp37", "--vvenc-preset", "faster", "--device", "cpu")
+            "--rates", "float32,4bit,8bit,qp32,qp37", "--codec-opt", "vtm-feature.preset=faster", "--device", "cpu")
     run_cli("report", "--out", out)
     rows = {(r["method"], r["rate"]): r for r in csv.DictReader((out / "rd.csv").open())}
     assert set(rows) == {("raw", "float32"), ("quant", "4bit"), ("quant", "8bit"), ("vtm-feature", "qp32"),

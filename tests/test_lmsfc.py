@@ -37,7 +37,7 @@ def fpn(seed: int, channels: int = 8, p2=(20, 28), computed: int = 4) -> Feature
     if computed != 4:
         return FeatureSet(levels, size, size)
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, size, size, {"derived": {"pool": "3"}})
+    return FeatureSet(levels, size, size, {"pool": "3"})
 
 
 @needs_reference
@@ -58,7 +58,8 @@ def test_layout_matches_the_published_checkpoints(manifest, model):
     (LMSFCCodec, False, 4, "wavefront"), (LMSFCCodec, False, 4, "raster"), (LMSFCNoContextCodec, False, 4, None),
     (LMSFCCodec, True, 4, "wavefront"), (LMSFCNoContextCodec, False, 5, None), (LMSFCCodec, False, 5, "wavefront")])
 def test_cross_process_decoding_is_bit_exact(tmp_path, codec_class, int8, computed, order):
-    options = CodecOptions(task_model="toy", checkpoints=tmp_path, extra={"ar_order": order} if order else {})
+    settings = {"lmsfc": {"order": order}} if order else {}
+    options = CodecOptions(task_model="toy", checkpoints=tmp_path, settings=settings)
     torch.manual_seed(0)
     model = build_model(codec_class.name, 8, 16, levels=computed)
     save_checkpoint(model, checkpoint_path(codec_class.name, 2, options), int8_weights=int8)
@@ -218,7 +219,7 @@ def test_wavefront_codes_the_latent_the_raster_loop_codes(tmp_path):
     x = fpn(4, p2=(100, 150))  # latent 8 x 12: 34 waves instead of 96 steps
     decoded = {}
     for order in ("raster", "wavefront"):
-        codec = LMSFCCodec(CodecOptions(task_model="toy", checkpoints=tmp_path, extra={"ar_order": order}))
+        codec = LMSFCCodec(CodecOptions(task_model="toy", checkpoints=tmp_path, settings={"lmsfc": {"order": order}}))
         data = codec.encode(x, RatePoint("q2", 2))
         decoded[order] = (len(data), codec.decode(data))
     (raster_bytes, raster), (wave_bytes, wave) = decoded["raster"], decoded["wavefront"]
@@ -227,12 +228,12 @@ def test_wavefront_codes_the_latent_the_raster_loop_codes(tmp_path):
         assert torch.allclose(wave[name], raster[name], atol=1e-3, rtol=1e-3)
 
 
-def test_operating_points_are_the_qualities_with_checkpoints(tmp_path):
+def test_rate_points_are_the_qualities_with_checkpoints(tmp_path):
     options = CodecOptions(task_model="toy", checkpoints=tmp_path)
-    assert [p.label for p in LMSFCNoContextCodec(options).operating_points()] == [f"q{q}" for q in range(1, 7)]
+    assert [p.label for p in LMSFCNoContextCodec(options).rate_points()] == [f"q{q}" for q in range(1, 7)]
     for quality in (2, 4):
         save_checkpoint(build_model("lmsfc-nocm", 8, 16), checkpoint_path("lmsfc-nocm", quality, options))
-    assert [p.label for p in LMSFCNoContextCodec(options).operating_points()] == ["q2", "q4"]
+    assert [p.label for p in LMSFCNoContextCodec(options).rate_points()] == ["q2", "q4"]
 
 
 def test_an_unreadable_init_checkpoint_is_one_clear_error(tmp_path):

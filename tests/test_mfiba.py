@@ -10,16 +10,7 @@ import pytest
 import torch
 
 from conftest import run_cli
-from fcmbench.codecs.learned.mfiba import (
-    MfibaElicCodec,
-    RateModel,
-    calibrate_labels,
-    default_lambdas,
-    fit_power_law,
-    fit_rate_model,
-    importance_labels,
-    target_rates,
-)
+from fcmbench.codecs.learned.mfiba import MfibaElicCodec, RateModel, target_rates
 from fcmbench.core.codec import CodecOptions, RatePoint
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.datasets.base import load_image
@@ -27,7 +18,14 @@ from fcmbench.datasets.coco import CocoDataset
 from fcmbench.models.elic import build_elic
 from fcmbench.models.mfiba import ImportancePredictor
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
-from fcmbench.training.mfiba import train_predictor
+from fcmbench.training.mfiba import (
+    calibrate_labels,
+    default_lambdas,
+    fit_power_law,
+    fit_rate_model,
+    importance_labels,
+    train_predictor,
+)
 from fcmbench.zoo.checkpoints import checkpoint_path, save_checkpoint
 
 
@@ -67,7 +65,7 @@ def test_the_predictor_gives_weights_that_sum_to_one():
 def test_a_missing_rate_model_says_how_to_fit_it(tmp_path):
     codec = MfibaElicCodec(CodecOptions(task_model="shapes_rcnn", checkpoints=tmp_path))
     with pytest.raises(FcmbenchError, match="fcmbench fit-rate-model mfiba-elic --task-model shapes_rcnn"):
-        codec.ensure_ready(codec.operating_points())
+        codec.ensure_ready(codec.rate_points())
     result = run_cli("fit-rate-model", "mfiba", "--task-model", "shapes_rcnn", "--dataset", "shapes", "--out",
                      tmp_path, check=False)
     assert result.returncode == 2 and "needs elic-feat checkpoints at two or more qualities" in result.stderr
@@ -98,7 +96,7 @@ def test_fit_train_and_code_end_to_end(tmp_path, tiny_coco):
     (codec.folder() / "labels.json").write_text(json.dumps({str(k): v for k, v in labels.items()}))
     train_predictor(codec, items, [features[i.image_id] for i in items], steps=5, lr=1e-3)
     codec = MfibaElicCodec(options)
-    points = codec.operating_points()
+    points = codec.rate_points()
     assert [p.label for p in points] == ["lam4", "lam0.01"]
     x = features[items[0].image_id]
     (low, _), (high, _) = codec.encode_batch(x, points)
@@ -128,8 +126,8 @@ def test_a_rate_model_file_that_is_not_one_is_a_clear_error(tmp_path):
 
 
 def test_an_mfiba_rate_point_is_any_lambda():
-    assert MfibaElicCodec.rate_point("lam250") == RatePoint("lam250", 250.0)
-    assert MfibaElicCodec.rate_point("q3") is None
+    assert MfibaElicCodec().parse_rate("lam250") == RatePoint("lam250", 250.0)
+    assert MfibaElicCodec().parse_rate("q3") is None
 
 
 def test_default_lambdas_span_the_bits_from_all_lowest_to_all_highest():

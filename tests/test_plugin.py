@@ -18,18 +18,17 @@ import numpy as np
 import torch
 
 from fcmbench.core.bitstream import Container
-from fcmbench.core.codec import Codec, RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.tensorio import pack_shape, unpack_shape
 
 
-class HalfCodec(Codec):
+class HalfCodec(FeatureCodec):
     """Every level as float16: a third-party codec in a dozen lines."""
 
     name = "half"
 
-    @classmethod
-    def rate_points(cls):
+    def rate_points(self):
         return [RatePoint("fp16", 16)]
 
     def encode(self, x, rate):

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from fcmbench.core import registry
-from fcmbench.core.codec import Codec, RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.errors import FcmbenchError
 
 
@@ -12,7 +12,7 @@ def test_builtins_are_found_through_entry_points():
     assert {"raw", "quant"} <= set(registry.methods.names())
     assert "shapes_rcnn" in registry.task_models.names()
     assert {"coco", "shapes"} <= set(registry.datasets.names())
-    assert registry.methods.get("quant").rate_points()[0] == RatePoint("2bit", 2)
+    assert registry.methods.get("quant")().rate_points()[0] == RatePoint("2bit", 2)
 
 
 def test_unknown_names_list_the_known_ones():
@@ -26,11 +26,10 @@ def test_decorator_registers_in_process():
     local = registry.Registry("method", "fcmbench.tests.none")
 
     @local.register("identity")
-    class Identity(Codec):
+    class Identity(FeatureCodec):
         name = "identity"
 
-        @classmethod
-        def rate_points(cls):
+        def rate_points(self):
             return [RatePoint("id", 0)]
 
         def encode(self, x, rate):

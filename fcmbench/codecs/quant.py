@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fcmbench.core.bitstream import Container
-from fcmbench.core.codec import Codec, RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.errors import BitstreamError, FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import check_decoded, check_level_count, check_level_shape, check_range
@@ -23,12 +23,11 @@ from fcmbench.core.tensorio import array_from, pack_shape, to_numpy, unpack_shap
 RANGE = struct.Struct(">2f")
 
 
-class QuantCodec(Codec):
+class QuantCodec(FeatureCodec):
     name = "quant"
     display_name = "quant (uniform k-bit + zlib)"
 
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
+    def rate_points(self) -> list[RatePoint]:
         return [RatePoint(f"{k}bit", k) for k in (2, 3, 4, 5, 6, 8)]
 
     def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:

@@ -5,18 +5,17 @@ from __future__ import annotations
 import torch
 
 from fcmbench.core.bitstream import Container
-from fcmbench.core.codec import Codec, RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import check_decoded, check_level_count, check_level_shape
 from fcmbench.core.tensorio import array_from, pack_shape, to_numpy, unpack_shape
 
 
-class RawCodec(Codec):
+class RawCodec(FeatureCodec):
     name = "raw"
     display_name = "raw (float32, lossless)"
 
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
+    def rate_points(self) -> list[RatePoint]:
         return [RatePoint("float32", 32)]
 
     def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:

@@ -13,13 +13,15 @@ class FeatureSet(Mapping[str, torch.Tensor]):
     """Ordered level name -> tensor ``[C, H, W]`` plus the sizes the back and bpp need.
 
     ``original_size`` is the image size before any resizing (bpp counts its pixels);
-    ``input_size`` is the size of the image the network saw (after resizing, before padding).
+    ``input_size`` is the size of the image the network saw (after resizing, before padding);
+    ``derived``: levels the task network computes from another (``{"pool": "3"}``: P6 by max-pool of P5), which a
+    codec may leave out of its stream and rebuild.
     """
 
     levels: dict[str, torch.Tensor]
     original_size: tuple[int, int]
     input_size: tuple[int, int]
-    meta: dict = field(default_factory=dict)
+    derived: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, tensor in self.levels.items():
@@ -41,7 +43,7 @@ class FeatureSet(Mapping[str, torch.Tensor]):
 
     def replace(self, levels: dict[str, torch.Tensor]) -> FeatureSet:
         """The same sizes with other level tensors (e.g. a codec's reconstruction)."""
-        return FeatureSet(dict(levels), self.original_size, self.input_size, dict(self.meta))
+        return FeatureSet(dict(levels), self.original_size, self.input_size, dict(self.derived))
 
     def shapes(self) -> dict[str, tuple[int, int, int]]:
         return {name: tuple(t.shape) for name, t in self.levels.items()}

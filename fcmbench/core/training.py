@@ -35,6 +35,9 @@ class TrainRequest:
     out: Path | None = None
     cache: Path | None = None
     threads: int | None = None
+    fit_images: int = 40  # MFIBA: training images its rate model is measured on
+    pseudo_score: float = 0.5  # MFIBA on unlabelled images: the score that makes a detection ground truth
+    predictor_steps: int | None = None  # MFIBA: its importance predictor's steps (default: steps)
 
     @classmethod
     def from_options(cls, options: Any) -> TrainRequest:

@@ -31,6 +31,7 @@ from compressai.models import JointAutoregressiveHierarchicalPriors, MeanScaleHy
 from torch import nn
 
 from fcmbench.core.errors import FcmbenchError
+from fcmbench.entropy.raster import decompress_raster
 from fcmbench.entropy.wavefront import compress_wavefront, decompress_wavefront
 
 PAD_MULTIPLE = 64  # P2; each following level uses half of the previous reference size
@@ -161,10 +162,7 @@ class LMSFCContext(JointAutoregressiveHierarchicalPriors):
         height, width = z_hat.size(2) * 4, z_hat.size(3) * 4
         if order == "wavefront":
             return decompress_wavefront(self, strings[0][0], params, height, width)
-        kernel, padding = 5, 2
-        y_hat = torch.zeros((1, self.M, height + 2 * padding, width + 2 * padding))
-        self._decompress_ar(strings[0][0], y_hat, params, height, width, kernel, padding)
-        return F.pad(y_hat, (-padding, -padding, -padding, -padding))
+        return decompress_raster(self, strings[0][0], params, height, width)
 
 
 class LMSFCNoContext(MeanScaleHyperprior):

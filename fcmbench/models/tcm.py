@@ -328,7 +328,7 @@ class TCMNet(CompressionModel):
         z = self.h_a(y)
         _, z_likelihoods = self.entropy_bottleneck(z)
         # straight-through rounding around the medians: the decoder sees what it will see when coding
-        medians = self.entropy_bottleneck._get_medians()
+        medians = self.entropy_bottleneck.quantiles[:, :, 1:2]  # [C, 1, 1]: each channel's median
         z_hat = quantize_ste(z - medians) + medians
         latent_means, latent_scales = self._hyper_synthesis(z_hat)
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from fcmbench.core import failpoints, registry
-from fcmbench.core.codec import Codec, CodecOptions, RatePoint
+from fcmbench.core.codec import Codec, CodecOptions, ImageCodec, RatePoint
 from fcmbench.core.errors import BitstreamError, FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import MAX_IMAGE_SIDE
@@ -48,7 +48,7 @@ class RunConfig:
     checkpoints: Path | None = None
     cache: Path | None = None
     dataset_options: DatasetOptions = field(default_factory=DatasetOptions)
-    codec_extra: dict = field(default_factory=dict)
+    codec_settings: dict[str, dict[str, object]] = field(default_factory=dict)  # method -> its settings
     skip_unready: bool = False  # with --methods all: leave out methods that lack checkpoints, saying why
     command: str = ""
     configuration: dict = field(default_factory=dict)  # every run option as resolved (flags over --config)
@@ -81,8 +81,8 @@ def pick_device(requested: str) -> str:
 def select_rates(codec: Codec, wanted: list[str] | None) -> list[RatePoint]:
     """The codec's operating points, or the named labels it understands (e.g. ``qp30`` for VVC anchors)."""
     if not wanted:
-        return codec.operating_points()
-    return [point for label in wanted if (point := codec.rate_point(label)) is not None]
+        return codec.rate_points()
+    return [point for label in wanted if (point := codec.parse_rate(label)) is not None]
 
 
 class Runner:
@@ -95,14 +95,14 @@ class Runner:
         task_name = config.task_model or DEFAULT_TASK_MODELS.get(config.dataset, "faster_rcnn_r50_fpn")
         self.task: TaskModel = registry.task_models.get(task_name)(TaskModelOptions(config.weights, self.device))
         options = CodecOptions(device=self.device, task_model=self.task.name, checkpoints=config.checkpoints,
-                               extra=dict(config.codec_extra))
+                               settings=config.codec_settings)
         self.codecs = {name: registry.methods.get(name)(options) for name in config.methods}
         self.rates = {name: select_rates(codec, config.rates) for name, codec in self.codecs.items()}
         self._check_rates()
         self.added_reference = config.reference and REFERENCE not in self.codecs
         if self.added_reference:
             self.codecs[REFERENCE] = registry.methods.get(REFERENCE)(options)
-            self.rates[REFERENCE] = self.codecs[REFERENCE].operating_points()
+            self.rates[REFERENCE] = self.codecs[REFERENCE].rate_points()
         self.skipped = self._drop_unready()
         self.items = self._selected_items()
         self.cache = (config.cache or default_cache()) / "features"
@@ -110,9 +110,9 @@ class Runner:
     def _check_rates(self) -> None:
         if not self.config.rates:
             return
-        known = {p.label for codec in self.codecs.values() for p in codec.operating_points()}
+        known = {p.label for codec in self.codecs.values() for p in codec.rate_points()}
         unknown = [label for label in self.config.rates
-                   if not any(codec.rate_point(label) for codec in self.codecs.values())]
+                   if not any(codec.parse_rate(label) for codec in self.codecs.values())]
         if unknown:
             raise FcmbenchError(f"rate point(s) {', '.join(unknown)} belong to none of the methods; "
                                 f"known labels: {', '.join(sorted(known))}")
@@ -206,7 +206,7 @@ class Runner:
         for method, codec in self.codecs.items():
             if method in self.config.redo:
                 # rate points the codec no longer has (a refitted MFIBA names its λ points anew) go too
-                current = {p.label for p in codec.operating_points()}
+                current = {p.label for p in codec.rate_points()}
                 for label in store.stored_rates(setup, method) - current:
                     store.forget(setup, method, label)
             for rate in self.rates[method]:
@@ -245,9 +245,9 @@ class Runner:
         works, missing, error = [], [], None
         for item, todo in chunk:
             work = ImageWork(item, self.task, self.cache, self.config.max_image_pixels)
-            kinds = {self.codecs[method].kind for method, _ in todo}
-            front_needed = kinds != {"image"} and not work.load_cached()
-            if front_needed or "image" in kinds:
+            images = [isinstance(self.codecs[method], ImageCodec) for method, _ in todo]
+            front_needed = not all(images) and not work.load_cached()
+            if front_needed or any(images):
                 try:
                     work.image  # noqa: B018  decoded now: a bad file ends the chunk before its batch
                 except FcmbenchError as err:
@@ -302,7 +302,7 @@ class Runner:
                     decode_s.append(time.perf_counter() - start)
                     work.check_decoded(codec, decoded[-1])
             front_s = [work.front_s for work, _, _ in coded]
-            if codec.kind == "image":
+            if isinstance(codec, ImageCodec):
                 start = time.perf_counter()
                 decoded = self.task.front_batch(decoded)
                 front_s = [(time.perf_counter() - start) / len(coded)] * len(coded)
@@ -451,6 +451,11 @@ def _unit_on_dask_worker(config: RunConfig, item: DatasetItem, todo: list[tuple[
     return _dask_runners[key].results_of([(item, todo)])
 
 
+def derived_of(saved: dict) -> dict[str, str]:
+    """A cache entry's derived levels (entries of earlier versions kept them under ``meta``)."""
+    return saved.get("derived", saved.get("meta", {}).get("derived", {}))
+
+
 class ImageWork:
     """Everything done for one image: its pixels and front features are computed at most once."""
 
@@ -483,7 +488,7 @@ class ImageWork:
         return self._features
 
     def source(self, codec: Codec) -> FeatureSet | torch.Tensor:
-        return self.image if codec.kind == "image" else self.features()
+        return self.image if isinstance(codec, ImageCodec) else self.features()
 
     def _cache_path(self) -> Path:
         parts = [self.task.name, self.task.weights_id, self.task.preprocessing_id(), file_digest(self.item.path)]
@@ -496,7 +501,7 @@ class ImageWork:
             try:
                 saved = torch.load(path, map_location="cpu", weights_only=True)
                 self._features = FeatureSet(saved["levels"], tuple(saved["original_size"]),
-                                            tuple(saved["input_size"]), saved.get("meta", {}))
+                                            tuple(saved["input_size"]), derived_of(saved))
                 # the front's time when it computed these features (entries of older versions have none)
                 self.front_s = float(saved.get("front_s", 0.0))
                 return True
@@ -512,7 +517,7 @@ class ImageWork:
         # one partial file per process: two runs sharing the cache may compute the same entry at once
         partial = path.with_suffix(f".{os.getpid()}.partial")
         torch.save({"levels": features.levels, "original_size": list(features.original_size),
-                    "input_size": list(features.input_size), "meta": features.meta, "front_s": front_s}, partial)
+                    "input_size": list(features.input_size), "derived": features.derived, "front_s": front_s}, partial)
         failpoints.reached("cache-write")
         partial.replace(path)
 
@@ -526,7 +531,7 @@ class ImageWork:
     def check_decoded(self, codec: Codec, decoded: FeatureSet | torch.Tensor) -> None:
         """The back of the task network gets only what its front could have made: the shapes and sizes of what
         was encoded (a stream can pass every check of its own and still describe other features)."""
-        if codec.kind == "image":
+        if isinstance(codec, ImageCodec):
             if tuple(decoded.shape) != tuple(self.image.shape):
                 raise BitstreamError(f"corrupt bitstream: decoded image is {tuple(decoded.shape)}, the encoded one "
                                      f"{tuple(self.image.shape)}")

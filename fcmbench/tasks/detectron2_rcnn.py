@@ -648,7 +648,7 @@ class Detectron2RCNN(TaskModel):
             for row, i in enumerate(members):
                 levels = {name: features[name][row].float().cpu() for name in LEVELS}
                 out[i] = FeatureSet(levels, tuple(images[i].shape[-2:]), tuple(resized[i].shape[:2]),
-                                    {"derived": self.derived})
+                                    self.derived)
         return out
 
     def front(self, image: torch.Tensor) -> FeatureSet:

@@ -56,7 +56,7 @@ class TorchvisionRCNN(TaskModel):
             for row, i in enumerate(members):
                 levels = {name: tensor[row].float().cpu() for name, tensor in features.items()}
                 out[i] = FeatureSet(levels, tuple(images[i].shape[-2:]), tuple(alone[i].image_sizes[0]),
-                                    {"derived": self.derived})
+                                    self.derived)
         return out
 
     def front(self, image: torch.Tensor) -> FeatureSet:

@@ -20,13 +20,14 @@ import torch.nn.functional as F
 from rich.progress import Progress
 from torch import nn
 
-from fcmbench.codecs.learned.image_codec import IMAGE_LAMBDAS, ImageNetwork, padded
+from fcmbench.codecs.learned.image_codec import IMAGE_LAMBDAS, padded
 from fcmbench.codecs.learned.lmsfc import LAMBDAS, coded_levels
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.training import TrainRequest
 from fcmbench.models.lmsfc import latent_width, pad_levels, unpad_levels
 from fcmbench.zoo.checkpoints import build_model, load_weights, save_checkpoint
+from fcmbench.zoo.networks import ImageNetwork
 
 LEVEL_WEIGHT = 0.2
 

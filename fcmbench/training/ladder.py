@@ -1,7 +1,8 @@
 """A method's whole ladder of qualities in one command: a base network trained at one quality, then every quality
 fine-tuned in a chain outward from it (the base quality from the base, each higher quality from the one below,
 each lower from the one above), each at its own λ. Resumable: a quality whose checkpoint exists is kept, and an
-interrupted training continues from its own resume file."""
+interrupted training continues from its own resume file. A method built on another's ladder (MFIBA on
+``elic-feat`` or ``tcm-feat``) trains that ladder, then its own trainer (the rate model's fit and the predictor)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def train_ladder(request: TrainRequest, ladder: dict[int, float], base: int, bas
     if base not in ladder:
         raise FcmbenchError(f"--base-quality {base} is not on the ladder ({', '.join(map(str, sorted(ladder)))})")
     codec = registry.methods.get(request.method)
+    base_method = getattr(codec, "base", request.method)
+    if base_method != request.method:
+        done = train_ladder(replace(request, method=base_method), ladder, base, base_steps, base_lr, say)
+        if (codec(CodecOptions(task_model=request.task_model, checkpoints=request.out)).folder()
+                / "importance.pt").is_file():
+            say(f"{request.method}: kept its rate model and predictor")
+            return done
+        say(f"{request.method}: rate model (if not fitted yet) and importance predictor on {base_method}'s ladder")
+        return [*done, resolve_name(codec.trainer)(request)]
     train = resolve_name(codec.trainer)
     out = Path(request.out) if request.out else None
     base_root = checkpoint_root(CodecOptions(checkpoints=out)) / "base"  # beside the ladder, wherever that is

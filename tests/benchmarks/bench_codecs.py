@@ -8,9 +8,11 @@ import torch
 from fcmbench.codecs.quant import QuantCodec
 from fcmbench.codecs.raw import RawCodec
 from fcmbench.core import registry
-from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.codec import CodecOptions, ImageCodec, RatePoint
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
+
+FASTER_VVC = {"vtm-feature": {"preset": "faster"}, "vtm-image": {"preset": "faster"}}  # VVenC preset faster
 
 # P2..P6 of a torchvision R-CNN on a 640x480 COCO image resized to 800x1067 (256 channels).
 COCO_LEVELS = {"0": (256, 200, 272), "1": (256, 100, 136), "2": (256, 50, 68), "3": (256, 25, 34),
@@ -51,7 +53,7 @@ IMAGE_SIZES = {"shapes": (256, 256), "coco-r50": (480, 640)}
 
 
 def codec_input(codec, size: str):
-    if codec.kind == "image":
+    if isinstance(codec, ImageCodec):
         return torch.rand(3, *IMAGE_SIZES[size], generator=torch.Generator().manual_seed(0))
     if size == "coco-r50":
         return features(COCO_LEVELS)
@@ -61,12 +63,12 @@ def codec_input(codec, size: str):
 @pytest.mark.parametrize("size", list(IMAGE_SIZES))
 @pytest.mark.parametrize("method", registry.methods.names())
 def test_every_codec_encode_decode(benchmark, method, size):
-    codec = registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn", extra={"vvenc_preset": "faster"}))
-    points = codec.operating_points()
+    codec = registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn", settings=FASTER_VVC))
+    points = codec.rate_points()
     rate = points[len(points) // 2]
     x = codec_input(codec, size)
-    if codec.kind != "image":
-        x.meta["derived"] = {"pool": "3"}
+    if not isinstance(codec, ImageCodec):
+        x.derived = {"pool": "3"}
     try:
         codec.ensure_ready([rate])
         start = time.perf_counter()

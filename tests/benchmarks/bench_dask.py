@@ -19,7 +19,8 @@ IMAGES = 8
 def dask_run(out, cache, workers: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
     config = RunConfig(methods=["vtm-feature"], dataset="shapes", out=out, limit=IMAGES, cache=cache,
-                       executor="dask", workers=workers, codec_extra={"jobs": 1, "vvenc_preset": "faster"})
+                       executor="dask", workers=workers,
+                       codec_settings={"vtm-feature": {"jobs": 1, "preset": "faster"}})
     runner, store = Runner(config), Store(out)
     start = time.perf_counter()
     try:

@@ -1,6 +1,7 @@
-"""Context model vs. none: encode and decode time of L-MSFC (CompressAI's serial raster-scan loop and our
-wavefront order for the autoregressive variant, parallel decoding for the mean-scale one). Random-initialised
-weights: the timing of the entropy coding loop does not depend on training.
+"""Context model vs. none: encode and decode time of L-MSFC (the serial raster-scan loop, CompressAI's order
+and algorithm, on public API in ``fcmbench/entropy/raster.py``, and our wavefront order for the autoregressive
+variant, parallel decoding for the mean-scale one). Random-initialised weights: the timing of the entropy coding
+loop does not depend on training.
 `.venv/bin/pytest tests/benchmarks/bench_lmsfc.py`."""
 
 import time
@@ -26,7 +27,7 @@ def features(channels, p2) -> FeatureSet:
         levels[name] = torch.randn(channels, h, w, generator=gen).relu()
         h, w = -(-h // 2), -(-w // 2)
     levels["pool"] = torch.nn.functional.max_pool2d(levels["3"][None], 1, 2)[0]
-    return FeatureSet(levels, (p2[0] * 4, p2[1] * 4), (p2[0] * 4, p2[1] * 4), {"derived": {"pool": "3"}})
+    return FeatureSet(levels, (p2[0] * 4, p2[1] * 4), (p2[0] * 4, p2[1] * 4), {"pool": "3"})
 
 
 @pytest.fixture(params=list(SIZES), scope="module")
@@ -47,7 +48,7 @@ VARIANTS = {"context-raster": (LMSFCCodec, "raster"), "context-wavefront": (LMSF
 def codec_for(options: CodecOptions, variant: str):
     codec_class, order = VARIANTS[variant]
     return codec_class(CodecOptions(task_model=options.task_model, checkpoints=options.checkpoints,
-                                    extra={"ar_order": order} if order else {}))
+                                    settings={"lmsfc": {"order": order}} if order else {}))
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -75,11 +76,11 @@ def best_of(function, rounds: int = 3) -> float:
 
 
 def test_wavefront_against_the_serial_raster_loop(benchmark, setup):
-    """Side by side: the context model's decode in raster order (CompressAI's serial loop) and in wavefront
-    order, and the no-context model's. The autoregressive part is what a context decode takes beyond the
-    no-context one (same transforms and hyperprior). Targets: that part >= 3x faster, the whole wavefront decode
-    within 1.25x of the no-context one. The orders compute the context in other groupings, so their features agree
-    to float noise (each decodes bit-exactly what its own encoder coded: tests/test_lmsfc.py)."""
+    """Side by side: the context model's decode in raster order (CompressAI's serial loop, as ``entropy/raster.py`` runs
+    it) and in wavefront order, and the no-context model's. The autoregressive part is what a context decode takes
+    beyond the no-context one (same transforms and hyperprior). Targets: that part >= 3x faster, the whole wavefront
+    decode within 1.25x of the no-context one. The orders compute the context in other groupings, so their features
+    agree to float noise (each decodes bit-exactly what its own encoder coded: tests/test_lmsfc.py)."""
     options, x = setup
     codecs = {variant: codec_for(options, variant) for variant in VARIANTS}
     data = {variant: codec.encode(x, RatePoint("q1", 1)) for variant, codec in codecs.items()}

@@ -24,6 +24,8 @@ from fcmbench.pipeline.store import Store
 from fcmbench.tasks.base import TaskModelOptions
 from fcmbench.tasks.shapes_rcnn import SHIPPED_WEIGHTS
 
+FASTER_VVC = {"vtm-feature": {"preset": "faster"}, "vtm-image": {"preset": "faster"}}  # VVenC preset faster
+
 pytestmark = pytest.mark.skipif(not SHIPPED_WEIGHTS.is_file(), reason="shapes_rcnn weights not trained")
 IMAGES = 6
 
@@ -59,7 +61,7 @@ def timed_run(out: Path, cache: Path, methods: list[str]) -> tuple[float, float,
     """(wall seconds of run(), seconds inside networks/codecs/encoders, evaluation seconds, set-up seconds)."""
     start = time.perf_counter()
     runner = TimedRunner(RunConfig(methods=methods, dataset="shapes", out=out, limit=IMAGES, cache=cache,
-                                   skip_unready=True, codec_extra={"vvenc_preset": "faster"}))
+                                   skip_unready=True, codec_settings=FASTER_VVC))
     setup_s = time.perf_counter() - start
     store = Store(out)
     start = time.perf_counter()

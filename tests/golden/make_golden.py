@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from fcmbench.core import registry
-from fcmbench.core.codec import CodecOptions
+from fcmbench.core.codec import CodecOptions, ImageCodec
 from fcmbench.core.featureset import FeatureSet
 
 HERE = Path(__file__).resolve().parent
@@ -81,15 +81,13 @@ def summary(x: FeatureSet | torch.Tensor) -> dict[str, dict]:
 def source_of(method: str, coder) -> str:
     if method in ("raw", "quant"):
         return "small"
-    return "image" if coder.kind == "image" else "features"
+    return "image" if isinstance(coder, ImageCodec) else "features"
 
 
 def codec(method: str, settings: dict[str, str]):
     """The shipped codec as the golden streams were made: shapes_rcnn features, VVC at preset faster."""
-    extra = {"vvenc_preset": "faster"}
-    if "order" in settings:
-        extra["ar_order"] = settings["order"]
-    return registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn", extra=extra))
+    vvc = {"preset": "faster"} if method.startswith("vtm-") else {}
+    return registry.methods.get(method)(CodecOptions(task_model="shapes_rcnn", settings={method: vvc | settings}))
 
 
 RASTER = ("lmsfc", "tamsf")  # also coded in CompressAI's raster order (the default is the wavefront)
@@ -115,7 +113,7 @@ def main() -> None:
     STREAMS.mkdir(exist_ok=True)
     entries = []
     for method in registry.methods.without_aliases(registry.methods.names()):
-        points = codec(method, {}).operating_points()
+        points = codec(method, {}).rate_points()
         entries += [entry(method, {}, point, sources) for point in dict.fromkeys([points[0], points[-1]])]
         if method in RASTER:
             entries.append(entry(method, {"order": "raster"}, points[0], sources))

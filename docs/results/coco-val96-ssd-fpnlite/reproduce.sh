@@ -15,38 +15,18 @@ export FCMBENCH_SSD_ONNX=$SHARED/models/ssd-mobilenet-v2-fpnlite-256-coco/ssd_mo
 FOLDER="$SHARED/data/coco-train2017-128/images"
 THREADS=${THREADS:-1}  # torch threads per training job: train_all runs seven at once on two cores
 
-# Every learned codec: a base network trained at one quality, then its qualities fine-tuned in a chain outward
-# from it for the same number of steps each at their own λ: the base quality from the base, each higher quality
-# from the one below it, each lower quality from the one above it (as the embedded default's ladder in the
-# Makefile). Fine-tuning every quality from the base alone left the tiled codecs' and LIC-TCM's rates within
-# 0.06 bpp of the base for a 100x range of λ, so their qualities crossed and no BD-rate could be computed; the
-# chain lets the far qualities drift for several fine-tunes. finetuned() takes the family's train options last;
-# its qualities are "quality:λ" pairs numbered 1..n.
-finetuned() {  # method base-quality base-steps base-lr steps-each lr-each "q:λ ..." [train options...]
-  local method=$1 base=$2 base_steps=$3 base_lr=$4 steps=$5 lr=$6 points=$7 quality init scope top
-  shift 7
-  scope=$TASK
-  if [[ $method == elic || $method == tcm ]]; then scope=images; fi
-  top=$(wc -w <<< "$points")
-  # Resumable: a checkpoint that exists is kept (delete it to retrain it), and an interrupted `fcmbench train`
-  # continues from its own resume file when run again, so the stage can be stopped and restarted at any time.
-  if [[ ! -f $CKPT/base/$method/$scope/q$base.pt ]]; then
-    $BIN/fcmbench train "$method" --quality "$base" --lmbda "$(lambda_of "$base" "$points")" --steps "$base_steps" \
-      --lr "$base_lr" "$@" --out "$CKPT/base"
-  fi
-  for quality in "$base" $(seq $((base + 1)) "$top") $(seq $((base - 1)) -1 1); do
-    [[ -f $CKPT/$method/$scope/q$quality.pt ]] && continue
-    if ((quality == base)); then init=$CKPT/base/$method/$scope/q$base.pt
-    elif ((quality > base)); then init=$CKPT/$method/$scope/q$((quality - 1)).pt
-    else init=$CKPT/$method/$scope/q$((quality + 1)).pt; fi
-    $BIN/fcmbench train "$method" --quality "$quality" --lmbda "$(lambda_of "$quality" "$points")" --steps "$steps" \
-      --lr "$lr" "$@" --init "$init" --out "$CKPT"
-  done
+# Every learned codec: `fcmbench train METHOD --ladder "q:λ ..."`: a base network trained at one quality (into
+# $CKPT/base), then its qualities fine-tuned in a chain outward from it for the same number of steps each at their own
+# λ: the base quality from the base, each higher quality from the one below it, each lower quality from the one above
+# it. Fine-tuning every quality from the base alone left the tiled codecs' and LIC-TCM's rates within 0.06 bpp of the
+# base for a 100x range of λ, so their qualities crossed and no BD-rate could be computed; the chain lets the far
+# qualities drift for several fine-tunes. Resumable: a checkpoint that exists is kept (delete it to retrain it), and an
+# interrupted training continues from its own resume file, so a stage can be stopped and restarted at any time.
+ladder() {  # method "q:λ ..." base-quality base-steps base-lr steps-each lr-each [train options...]
+  $BIN/fcmbench train "$1" --ladder "$2" --base-quality "$3" --base-steps "$4" --base-lr "$5" --steps "$6" --lr "$7" \
+    "${@:8}" --out "$CKPT"
 }
-lambda_of() {  # quality "q:λ ..."
-  local point
-  for point in $2; do [[ ${point%%:*} == "$1" ]] && echo "${point##*:}"; done
-}
+FEATURES=(--task-model $TASK --image-folder "$FOLDER" --threads "$THREADS")
 
 # 1. L-MSFC, its no-context variant and TA-MSF on the features of the 128 unlabelled train2017 images (112 train,
 #    16 validate), at the reference λ of qualities 1..6; base at quality 6. Latent width 32 instead of the
@@ -56,9 +36,8 @@ lambda_of() {  # quality "q:λ ..."
 #    its chained qualities above q3 then lost box mAP (q6 0.011 against q3 0.025). onnxruntime gives no
 #    gradients, so TA-MSF trains with the rate-distortion loss alone.
 LMSFC_POINTS="1:0.0125 2:0.025 3:0.125 4:0.25 5:0.375 6:0.5"
-lmsfc_family() {  # method base-lr [extra...]
-  finetuned "$1" 6 700 "$2" 200 5e-4 "$LMSFC_POINTS" "${@:3}" --task-model $TASK --image-folder "$FOLDER" \
-    --latent 32 --batch-size 2 --threads "$THREADS"
+lmsfc_family() {  # method [extra...]
+  ladder "$1" "$LMSFC_POINTS" 6 700 1e-3 200 5e-4 "${@:2}" "${FEATURES[@]}" --latent 32 --batch-size 2
 }
 
 # 2. ELIC and LIC-TCM on the tiled feature mosaics of the same images, at reduced widths (ELIC N/M 16/40, LIC-TCM
@@ -76,8 +55,7 @@ lmsfc_family() {  # method base-lr [extra...]
 TILED_POINTS="1:0.002 2:0.008 3:0.03 4:0.13 5:0.5 6:2"
 TCM_TILED_POINTS="1:0.0001 2:0.0003 3:0.001 4:0.003 5:0.008 6:2"
 tiled() {  # method "q:λ ..." base-steps steps-each size...
-  finetuned "$1" 6 "$3" 1e-3 "$4" 1e-3 "$2" "${@:5}" --task-model $TASK --image-folder "$FOLDER" \
-    --batch-size 4 --threads "$THREADS"
+  ladder "$1" "$2" 6 "$3" 1e-3 "$4" 1e-3 "${@:5}" "${FEATURES[@]}" --batch-size 4
 }
 
 # 3. The image codecs ELIC and LIC-TCM on the images themselves (128-pixel crops), ELIC 16/40 and LIC-TCM 8/32; base
@@ -86,27 +64,22 @@ tiled() {  # method "q:λ ..." base-steps steps-each size...
 #    LIC-TCM's fine-tunes run 400 steps: after 150 its six qualities still crossed.
 IMAGE_POINTS="1:0.0003 2:0.001 3:0.004 4:0.013 5:0.025 6:0.05"
 image_codec() {  # method base-steps steps-each size...
-  finetuned "$1" 4 "$2" 1e-3 "$3" 1e-3 "$IMAGE_POINTS" "${@:4}" --image-folder "$FOLDER" --batch-size 4 \
+  ladder "$1" "$IMAGE_POINTS" 4 "$2" 1e-3 "$3" 1e-3 "${@:4}" --image-folder "$FOLDER" --batch-size 4 \
     --threads "$THREADS"
 }
 
-# 4. MFIBA on each: the per-level task loss-rate model on 40 of the unlabelled images, measured against the
-#    uncompressed detector's own detections scoring >= 0.5 (no labels there), then the importance predictor.
-mfiba() {  # method
-  [[ -f $CKPT/$1/$TASK/importance.pt ]] && return
-  $BIN/fcmbench fit-rate-model "$1" --task-model $TASK --image-folder "$FOLDER" --images 40 --threads "$THREADS" \
-    --out "$CKPT"
-  $BIN/fcmbench train "$1" --task-model $TASK --image-folder "$FOLDER" --steps 600 --lr 1e-3 --threads "$THREADS" \
-    --out "$CKPT"
-}
+# 4. MFIBA on each: its base codec's ladder (as in 2), then the per-level task loss-rate model on 40 of the
+#    unlabelled images, measured against the uncompressed detector's own detections scoring >= 0.5 (no labels there),
+#    then the importance predictor (600 steps): `train mfiba-* --ladder` does all three.
+MFIBA=(--fit-images 40 --predictor-steps 600)
 
 train_all() {
   local jobs=() job
-  lmsfc_family lmsfc 1e-3 & jobs+=($!)
-  lmsfc_family lmsfc-nocm 1e-3 & jobs+=($!)
-  lmsfc_family tamsf 1e-3 --no-task-loss & jobs+=($!)
-  { tiled elic-feat "$TILED_POINTS" 2500 300 --width 16 --latent 40 && mfiba mfiba-elic; } & jobs+=($!)
-  { tiled tcm-feat "$TCM_TILED_POINTS" 3000 300 --width 16 --latent 32 && mfiba mfiba-tcm; } & jobs+=($!)
+  lmsfc_family lmsfc & jobs+=($!)
+  lmsfc_family lmsfc-nocm & jobs+=($!)
+  lmsfc_family tamsf --no-task-loss & jobs+=($!)
+  tiled mfiba-elic "$TILED_POINTS" 2500 300 --width 16 --latent 40 "${MFIBA[@]}" & jobs+=($!)  # and elic-feat
+  tiled mfiba-tcm "$TCM_TILED_POINTS" 3000 300 --width 16 --latent 32 "${MFIBA[@]}" & jobs+=($!)  # and tcm-feat
   image_codec elic 700 200 --width 16 --latent 40 & jobs+=($!)
   image_codec tcm 600 400 --width 8 --latent 32 & jobs+=($!)
   for job in "${jobs[@]}"; do wait "$job"; done  # any failed training stops the script here
@@ -118,7 +91,7 @@ LEARNED=lmsfc,lmsfc-nocm,tamsf,elic,tcm,elic-feat,tcm-feat,mfiba-elic,mfiba-tcm
 run_val() {  # methods methods-to-recompute [run options...]
   $BIN/fcmbench run --methods "$1" --redo "$2" --dataset coco --images "$SHARED/data/coco-val2017-96/images" \
     --annotations "$SHARED/data/coco-val2017-96/instances.json" --task-model $TASK --checkpoints "$CKPT" \
-    --vvenc-preset faster --workers 2 --out "$RUN" "${@:3}"
+    --codec-opt vtm-feature.preset=faster --codec-opt vtm-image.preset=faster --workers 2 --out "$RUN" "${@:3}"
 }
 # MFIBA on LIC-TCM: the λ its rate model proposes jump from all levels at the lowest quality (λ 1e6, 0.026 bpp)
 # to 0.12 bpp (λ 0.4), above which box mAP no longer rises; these λ fill the gap. After the --redo of

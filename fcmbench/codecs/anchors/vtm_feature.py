@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from fcmbench.codecs.anchors.packing import pack, plan_layout, unpack
 from fcmbench.codecs.anchors.vvc import Frame, VVCCodec
 from fcmbench.core.bitstream import Container, Reader, short_string
-from fcmbench.core.codec import RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.errors import BitstreamError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import MAX_IMAGE_SIDE, check_decoded, check_level_shapes, check_pyramid, check_range
@@ -32,15 +32,12 @@ TASK_QPS = {"shapes_rcnn": (27, 32, 37, 42, 47), "ssd_mobilenet_fpnlite": (35, 3
 TOP = 1023  # 10-bit samples
 
 
-class VTMFeatureAnchor(VVCCodec):
+class VTMFeatureAnchor(VVCCodec, FeatureCodec):
     name = "vtm-feature"
     display_name = "VVC feature anchor"
 
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
-        return [RatePoint(f"qp{qp}", qp) for qp in reversed(CTTC_QPS)]
-
-    def operating_points(self) -> list[RatePoint]:
+    def rate_points(self) -> list[RatePoint]:
+        """The CTTC QPs, or the ones that span this task model's accuracy range."""
         qps = TASK_QPS.get(self.options.task_model or "", CTTC_QPS)
         return [RatePoint(f"qp{qp}", qp) for qp in sorted(qps, reverse=True)]
 
@@ -48,7 +45,7 @@ class VTMFeatureAnchor(VVCCodec):
         return f"{self.label()}: {self.backend.name}, 4:0:0 10-bit"
 
     def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:
-        derived = {k: v for k, v in x.meta.get("derived", {}).items() if k in x and v in x}
+        derived = {k: v for k, v in x.derived.items() if k in x and v in x}
         sent = {name: to_numpy(t) for name, t in x.items() if name not in derived}
         layout = plan_layout({name: a.shape for name, a in sent.items()})
         frame = pack(sent, layout)
@@ -80,7 +77,7 @@ class VTMFeatureAnchor(VVCCodec):
         for name, source in derived.items():
             levels[name] = F.max_pool2d(levels[source][None], kernel_size=1, stride=2)[0]
         check_decoded(levels, box.input_size)
-        return FeatureSet(levels, box.original_size, box.input_size, {"derived": derived})
+        return FeatureSet(levels, box.original_size, box.input_size, derived)
 
 
 def pack_level_list(sent: dict[str, np.ndarray], derived: dict[str, str]) -> bytes:

@@ -14,7 +14,7 @@ import torch
 
 from fcmbench.codecs.anchors.vvc import Frame, VVCCodec, ffmpeg_binary, run_tool
 from fcmbench.core.bitstream import Container
-from fcmbench.core.codec import RatePoint
+from fcmbench.core.codec import ImageCodec, RatePoint
 from fcmbench.core.errors import BitstreamError
 
 VCM_QPS = (22, 27, 32, 37, 42, 47)
@@ -41,13 +41,11 @@ def yuv420_to_rgb(frame: Frame) -> np.ndarray:
     return np.frombuffer(run_tool(command, "YUV to RGB conversion", planes), np.uint8).reshape(h, w, 3)
 
 
-class VTMImageAnchor(VVCCodec):
+class VTMImageAnchor(VVCCodec, ImageCodec):
     name = "vtm-image"
-    kind = "image"
     display_name = "VVC image anchor"
 
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
+    def rate_points(self) -> list[RatePoint]:
         return [RatePoint(f"qp{qp}", qp) for qp in reversed(VCM_QPS)]
 
     def describe(self) -> str:

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -26,8 +27,8 @@ from fcmbench.core.codec import Codec, CodecOptions, RatePoint
 from fcmbench.core.errors import FcmbenchError
 
 DECODE_TIMEOUT = 300  # seconds for one picture; a decoder that takes longer is stuck on a damaged stream
-VTM_HELP = ("set FCMBENCH_VTM_DIR (or pass --vtm-dir) to a VTM build holding bin/EncoderAppStatic and "
-            "bin/DecoderAppStatic (or EncoderApp/DecoderApp) and cfg/encoder_intra_vtm.cfg")
+VTM_HELP = ("set FCMBENCH_VTM_DIR (or pass --codec-opt METHOD.vtm_dir=DIR) to a VTM build holding "
+            "bin/EncoderAppStatic and bin/DecoderAppStatic (or EncoderApp/DecoderApp) and cfg/encoder_intra_vtm.cfg")
 
 
 @dataclass
@@ -238,9 +239,25 @@ def vvc_backend(vtm_dir: str | Path | None = None, vvenc_preset: str = "medium")
 QP_LABEL = re.compile(r"qp(\d{1,2})$")
 
 
+@dataclass(frozen=True)
+class VVCSettings:
+    """``preset``: VVenC's speed/efficiency preset; ``vtm_dir``: a VTM build to use instead of VVenC (else
+    $FCMBENCH_VTM_DIR); ``jobs``: encoder processes at once (one per rate point)."""
+
+    preset: Literal["faster", "fast", "medium", "slow", "slower"] = "medium"
+    vtm_dir: Path | None = None
+    jobs: int = 2
+
+    def __post_init__(self) -> None:
+        if self.jobs < 1:
+            raise ValueError(f"jobs={self.jobs}: give 1 or more encoder processes")
+
+
 class VVCCodec(Codec):
-    """What both VVC anchors share: the back-end chosen from the options, QP rate points (``qpNN`` labels
+    """What both VVC anchors share: the back-end chosen from the settings, QP rate points (``qpNN`` labels
     beyond the defaults are accepted), and concurrent encoder processes."""
+
+    Settings = VVCSettings
 
     def __init__(self, options: CodecOptions | None = None) -> None:
         super().__init__(options)
@@ -249,14 +266,12 @@ class VVCCodec(Codec):
     @property
     def backend(self) -> VVCBackend:
         if self._backend is None:
-            self._backend = vvc_backend(self.options.extra.get("vtm_dir"),
-                                        self.options.extra.get("vvenc_preset", "medium"))
+            self._backend = vvc_backend(self.settings.vtm_dir, self.settings.preset)
         return self._backend
 
-    @classmethod
-    def rate_point(cls, label: str) -> RatePoint | None:
+    def parse_rate(self, label: str) -> RatePoint | None:
         match = QP_LABEL.match(label)
         return RatePoint(label, int(match.group(1))) if match and int(match.group(1)) <= 63 else None
 
     def encode_batch(self, x, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
-        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.options.extra.get("jobs", 2))
+        return parallel_encode(lambda rate: self.encode(x, rate), rates, self.settings.jobs)

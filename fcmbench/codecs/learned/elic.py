@@ -4,11 +4,9 @@ level as a tiled image. The networks are in :mod:`fcmbench.models.elic`.
 
 from __future__ import annotations
 
-from fcmbench.codecs.learned.image_codec import ImageNetwork, LearnedImageCodec
+from fcmbench.codecs.learned.image_codec import LearnedImageCodec
 from fcmbench.codecs.learned.mosaic import TiledFeatureCodec
-from fcmbench.models.elic import build_elic, elic_from_state
-
-ELIC = ImageNetwork("ELIC", build_elic, elic_from_state, (192, 320))
+from fcmbench.zoo.networks import ELIC
 
 
 class ElicCodec(LearnedImageCodec):

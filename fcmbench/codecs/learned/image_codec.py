@@ -11,9 +11,6 @@ evaluates: at the bottom and right for ELIC, centred for LIC-TCM (its ``eval.py`
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -23,60 +20,17 @@ from torch import nn
 
 from fcmbench.codecs.learned.ladder import QualityLadder
 from fcmbench.core.bitstream import Container, Reader
-from fcmbench.core.codec import CodecOptions, RatePoint
+from fcmbench.core.codec import ImageCodec, RatePoint
 from fcmbench.core.errors import BitstreamError, FcmbenchError
 from fcmbench.core.limits import check_image_size
 from fcmbench.entropy.limits import check_capacity, network_min_symbol_bits, rans_safe
 from fcmbench.entropy.threads import one_thread
-from fcmbench.zoo.checkpoints import (
-    checkpoint_path,
-    read_state,
-    require,
-    train_command,
-    with_derived_buffers,
-)
+from fcmbench.zoo.checkpoints import checkpoint_path
+from fcmbench.zoo.networks import ImageNetwork, load
 
 # LIC-TCM's released λ (MSE); the ELIC reference's list is unverified, so ELIC uses the same six
 IMAGE_LAMBDAS = {1: 0.0025, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.05}
 SIZE = struct.Struct(">2H")
-
-
-@dataclass(frozen=True)
-class ImageNetwork:
-    """One family of image networks: how to build one and how to size one for given weights."""
-
-    name: str
-    build: Callable[..., nn.Module]  # keyword sizes -> an untrained network
-    from_state: Callable[[dict], nn.Module]  # our or published weights -> a network of their sizes
-    reference: tuple[int, int]  # the paper's (N, M)
-
-    def describe(self, network: nn.Module) -> str:
-        """The sizes behind the numbers, flagged where they are below the reference's (the report shows it)."""
-        sizes = f"{self.name} N={network.N} M={network.M}"
-        if (network.N, network.M) == self.reference:
-            return sizes
-        return f"{sizes} (reference {self.reference[0]}/{self.reference[1]}; reduced widths are ours)"
-
-
-def load_network(family: ImageNetwork, method: str, quality: int, options: CodecOptions,
-                 scope: str | None = None) -> nn.Module:
-    """The network of ``method`` at ``quality``, ready to code; a missing file says how to train it."""
-    path = require(checkpoint_path(method, quality, options, scope), f"{method} checkpoint for quality {quality}",
-                   train_command(method, quality, options, scope), options)
-    return _load(family, str(path), path.stat().st_mtime_ns, options.device)
-
-
-@lru_cache(maxsize=32)
-def _load(family: ImageNetwork, path: str, _mtime: int, device: str) -> nn.Module:
-    state = read_state(path, f"checkpoint {path}")
-    try:
-        network = family.from_state(state)
-        network.load_state_dict(with_derived_buffers(network, state))
-    except (KeyError, RuntimeError, ValueError, IndexError) as err:
-        raise FcmbenchError(f"checkpoint {path} is not a {family.name} checkpoint that fits: "
-                            f"{str(err).splitlines()[0]}") from None
-    network.update(force=True)
-    return network.eval().to(device)
 
 
 def margins(height: int, width: int, multiple: int, centred: bool) -> tuple[int, int, int, int]:
@@ -162,25 +116,21 @@ def read_varint(reader: Reader, what: str) -> int:
     raise BitstreamError(f"corrupt bitstream: a string length in {what} does not end")
 
 
-class LearnedImageCodec(QualityLadder):
+class LearnedImageCodec(QualityLadder, ImageCodec):
     """An image codec at qualities 1..6, one checkpoint per quality under ``METHOD/images/``."""
 
-    kind = "image"
     family: ClassVar[ImageNetwork]
     trainer = "fcmbench.training.image_networks:train"
-
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
-        return [RatePoint(f"q{q}", q) for q in IMAGE_LAMBDAS]
+    lambdas = IMAGE_LAMBDAS
 
     def checkpoint(self, quality: int) -> Path:
         return checkpoint_path(self.name, quality, self.options, "images")
 
     def network(self, quality: int) -> nn.Module:
-        return load_network(self.family, self.name, quality, self.options, "images")
+        return load(self.name, quality, self.options)
 
     def describe(self) -> str:
-        qualities = [int(p.value) for p in self.operating_points() if self.checkpoint(int(p.value)).is_file()]
+        qualities = [int(p.value) for p in self.rate_points() if self.checkpoint(int(p.value)).is_file()]
         if not qualities:
             return self.label()
         return f"{self.label()}: {self.family.describe(self.network(qualities[0]))}, qualities {qualities}"

@@ -7,7 +7,9 @@ the stream layout (quality, P2 size, level names, coding order, y and z strings)
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,7 @@ from torch import nn
 
 from fcmbench.codecs.learned.ladder import QualityLadder
 from fcmbench.core.bitstream import Container, Reader, short_string
-from fcmbench.core.codec import RatePoint
+from fcmbench.core.codec import FeatureCodec, NoSettings, RatePoint
 from fcmbench.core.errors import BitstreamError, FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import check_decoded, check_level_shape, check_pyramid
@@ -29,7 +31,8 @@ from fcmbench.models.lmsfc import (
     reference_sizes,
     unpad_levels,
 )
-from fcmbench.zoo.checkpoints import checkpoint_path, load_checkpoint
+from fcmbench.zoo.checkpoints import checkpoint_path
+from fcmbench.zoo.networks import load
 
 # λ per quality. The reference code has 0.2 for quality 6 (below quality 5: a typo); we use 0.5 to keep it
 # monotone. Latent width M per quality as in the reference (context-model variant; no-CM always uses 192).
@@ -37,10 +40,18 @@ LAMBDAS = {1: 0.0125, 2: 0.025, 3: 0.125, 4: 0.25, 5: 0.375, 6: 0.5}
 ORDERS = ("raster", "wavefront")  # the context model's coding order, recorded in every stream
 
 
+@dataclass(frozen=True)
+class ContextModelSettings:
+    """``order``: ``wavefront`` codes the positions of one wave together (fast, its own stream order);
+    ``raster`` is CompressAI's position-by-position order, as the reference code writes it."""
+
+    order: Literal["wavefront", "raster"] = "wavefront"
+
+
 def coded_levels(x: FeatureSet) -> list[str]:
     """The levels L-MSFC codes: all but a last one the task network derives from the one before by max-pool."""
     names = list(x)
-    derived = x.meta.get("derived", {})
+    derived = x.derived
     if len(names) > 1 and derived.get(names[-1]) == names[-2]:
         names = names[:-1]
     if len(names) not in (4, 5):
@@ -49,7 +60,7 @@ def coded_levels(x: FeatureSet) -> list[str]:
     return names
 
 
-class LMSFCCodec(QualityLadder):
+class LMSFCCodec(QualityLadder, FeatureCodec):
     """``lmsfc``: the context-model variant (serial raster-scan decoding)."""
 
     name = "lmsfc"
@@ -57,16 +68,14 @@ class LMSFCCodec(QualityLadder):
     trainer = "fcmbench.training.lmsfc:train"
     task_loss = False
     context_model = True
-
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
-        return [RatePoint(f"q{q}", q) for q in LAMBDAS]
+    Settings = ContextModelSettings
+    lambdas = LAMBDAS
 
     def checkpoint(self, quality: int) -> Path:
         return checkpoint_path(self.name, quality, self.options)
 
     def network(self, quality: int) -> nn.Module:
-        return load_checkpoint(self.name, quality, self.options)
+        return load(self.name, quality, self.options)
 
     def encode(self, x: FeatureSet, rate: RatePoint) -> bytes:
         quality = int(rate.value)
@@ -76,9 +85,8 @@ class LMSFCCodec(QualityLadder):
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint codes {model_levels(model)} levels, these "
                                 f"features have {len(names)} to code: train one on this task model's features")
         levels = [x[name][None].to(self.options.device) for name in names]
-        order = self.options.extra.get("ar_order") or "wavefront"
-        if order not in ORDERS:
-            raise FcmbenchError(f"unknown context-model order {order!r}: use one of {', '.join(ORDERS)}")
+        # the stream records an order even without a context model, where both decode alike
+        order = self.settings.order if self.context_model else "wavefront"
         with torch.inference_mode(), one_thread():
             y_string, z_string = model.compress_latent(pad_levels(levels), order)
         p2_h, p2_w = levels[0].shape[-2:]
@@ -142,3 +150,4 @@ class LMSFCNoContextCodec(LMSFCCodec):
     name = "lmsfc-nocm"
     display_name = "L-MSFC (no context model)"
     context_model = False
+    Settings = NoSettings

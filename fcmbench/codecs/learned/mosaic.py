@@ -21,16 +21,14 @@ from torch import nn
 
 from fcmbench.codecs.learned.image_codec import (
     IMAGE_LAMBDAS,
-    ImageNetwork,
     compress_image,
     decompress_image,
     join_strings,
-    load_network,
     split_strings,
 )
 from fcmbench.codecs.learned.ladder import QualityLadder
 from fcmbench.core.bitstream import Container, Reader, short_string
-from fcmbench.core.codec import RatePoint
+from fcmbench.core.codec import FeatureCodec, RatePoint
 from fcmbench.core.errors import BitstreamError
 from fcmbench.core.featureset import FeatureSet
 from fcmbench.core.limits import (
@@ -42,6 +40,7 @@ from fcmbench.core.limits import (
     check_range,
 )
 from fcmbench.zoo.checkpoints import checkpoint_path
+from fcmbench.zoo.networks import ImageNetwork, load
 
 MIN_TILE = 40
 LEVEL = struct.Struct(">3H2BBff")  # channels, height, width, grid rows, grid columns, quality, min, max
@@ -130,16 +129,14 @@ class CodedLevel:
         return self.bits / self.layout.pixels
 
 
-class TiledFeatureCodec(QualityLadder):
+class TiledFeatureCodec(QualityLadder, FeatureCodec):
     """Every level tiled and coded by one image network family; ``base`` names whose checkpoints it uses."""
 
     family: ClassVar[ImageNetwork]
     base: ClassVar[str]
     trainer = "fcmbench.training.image_networks:train"
 
-    @classmethod
-    def rate_points(cls) -> list[RatePoint]:
-        return [RatePoint(f"q{q}", q) for q in IMAGE_LAMBDAS]
+    lambdas = IMAGE_LAMBDAS
 
     def base_qualities(self) -> list[int]:
         """The base-codec qualities that have a checkpoint for this task model."""
@@ -149,7 +146,7 @@ class TiledFeatureCodec(QualityLadder):
         return checkpoint_path(self.base, quality, self.options)
 
     def network(self, quality: int) -> nn.Module:
-        return load_network(self.family, self.base, quality, self.options)
+        return load(self.base, quality, self.options)
 
     def describe(self) -> str:
         qualities = self.base_qualities()

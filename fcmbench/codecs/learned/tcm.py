@@ -9,11 +9,9 @@ z channels, context widths and SWAtten width all 2N, with channel slices of 8 an
 
 from __future__ import annotations
 
-from fcmbench.codecs.learned.image_codec import ImageNetwork, LearnedImageCodec
+from fcmbench.codecs.learned.image_codec import LearnedImageCodec
 from fcmbench.codecs.learned.mosaic import TiledFeatureCodec
-from fcmbench.models.tcm import build_tcm, tcm_from_state
-
-TCM = ImageNetwork("LIC-TCM", build_tcm, tcm_from_state, (128, 320))
+from fcmbench.zoo.networks import TCM
 
 
 class TcmCodec(LearnedImageCodec):
