@@ -220,6 +220,20 @@ def test_a_few_training_steps_lower_the_loss(tmp_path, family):
     assert (tmp_path / "q1.pt").is_file() and not (tmp_path / "q1.pt.resume").exists()
 
 
+def test_training_uses_compressais_optimiser_split_and_refuses_an_older_resume_file(tmp_path):
+    from fcmbench.training.codecs import fit, optimizers_of
+
+    model = build_elic(8, 20)
+    optimizers = optimizers_of(model, 1e-3)
+    quantiles = {id(p) for n, p in model.named_parameters() if n.endswith(".quantiles")}
+    assert {id(p) for group in optimizers["aux"].param_groups for p in group["params"]} == quantiles
+    assert not quantiles & {id(p) for group in optimizers["net"].param_groups for p in group["params"]}
+    torch.save({"model": model.state_dict(), "step": 3}, tmp_path / "q1.pt.resume")  # no format: older
+    config = TrainConfig("elic", 1, tmp_path / "q1.pt", steps=5)
+    with pytest.raises(FcmbenchError, match="written by an earlier fcmbench.*delete it"):
+        fit(model, config, lambda step, generator: (torch.zeros(()), {}), lambda: 0.0)
+
+
 def test_a_tiled_codec_trains_on_its_weighted_mosaics(tmp_path):
     mosaics = [m for seed in range(3) for m in feature_mosaics(features(seed))]
     config = TrainConfig("elic-feat", 1, tmp_path / "q1.pt", steps=30, lr=2e-3, validate_every=10, batch_size=2,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from compressai.optimizers import net_aux_optimizer, net_optimizer
 from rich.progress import Progress
 from torch import nn
 
@@ -101,6 +102,17 @@ def train_codec(config: TrainConfig, train: list[FeatureSet], val: list[FeatureS
     return {"history": history, "path": config.out}
 
 
+RESUME_FORMAT = 2  # 2: the optimisers are CompressAI's (parameters in name order)
+
+
+def optimizers_of(model: nn.Module, lr: float) -> dict[str, torch.optim.Optimizer]:
+    """CompressAI's split: Adam at ``lr`` for the network ("net"), Adam at 1e-3 for the entropy bottlenecks'
+    quantiles ("aux", when the model has any)."""
+    conf = {"net": {"type": "Adam", "lr": lr}, "aux": {"type": "Adam", "lr": 1e-3}}
+    has_aux = any(name.endswith(".quantiles") for name, _ in model.named_parameters())
+    return net_aux_optimizer(model, conf) if has_aux else net_optimizer(model, conf)
+
+
 def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Callable) -> list[dict]:
     """The training loop every learned method shares: Adam, a separate Adam for entropy-bottleneck quantiles,
     gradient clipping at 1.0, learning rate halved on a validation plateau, and a resumable state after every
@@ -110,9 +122,8 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
     with ``bpp``); ``val_loss()`` runs without gradients in eval mode. ``best`` in a history entry: that
     validation beat all before it (the last such one is kept)."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(main, lr=config.lr)
-    aux_optimizer = torch.optim.Adam(aux, lr=1e-3) if aux else None
+    optimizers = optimizers_of(model, config.lr)
+    optimizer, aux_optimizer = optimizers["net"], optimizers.get("aux")
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     resume = Path(str(config.out) + ".resume")
@@ -120,6 +131,9 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
     generator = torch.Generator().manual_seed(config.seed)
     if resume.is_file():
         state = torch.load(resume, map_location="cpu", weights_only=True)
+        if state.get("format") != RESUME_FORMAT:
+            raise FcmbenchError(f"{resume} was written by an earlier fcmbench (its optimiser state lists the "
+                                "parameters in another order): delete it to train this quality from the start")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if aux_optimizer:
@@ -162,7 +176,7 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
                 history.append({"step": step, "val_loss": score, "lr": optimizer.param_groups[0]["lr"],
                                 "best": improved})
                 progress.console.print(f"step {step}: val loss {score:.4f}, lr {optimizer.param_groups[0]['lr']:.2e}")
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                torch.save({"format": RESUME_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
                             "plateau": plateau.state_dict(), "step": step, "best": best, "history": history,
                             "best_state": best_state, "generator": generator.get_state(),

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from compressai.zoo.pretrained import load_pretrained
 from torch import nn
 
 from fcmbench.core.codec import CodecOptions
@@ -120,12 +121,12 @@ def unpacked(path: Path) -> Path | io.BytesIO:
 
 
 def published_names(state: dict) -> dict:
-    """The one place where published checkpoints' names are mapped to ours. TA-MSF spells the encoder stages
+    """The one place where published checkpoints' names are mapped to ours. CompressAI's own renames first (a
+    ``module.`` prefix of DataParallel, its older entropy-bottleneck names); TA-MSF spells the encoder stages
     ``p2_encoder``; L-MSFC's and LIC-TCM's names are ours already; the ELIC re-implementation's are mapped to
-    CompressAI's ``Elic2022Chandelier``. A ``module.`` prefix (DataParallel) is dropped."""
+    CompressAI's ``Elic2022Chandelier``."""
     renamed = {}
-    for key, value in state.items():
-        key = key.removeprefix("module.")
+    for key, value in load_pretrained(state).items():
         for level in ("p2", "p3", "p4", "p5"):
             key = key.replace(f"g_a.{level}_encoder.", f"g_a.{level}Encoder.")
         renamed[key] = value
