@@ -27,6 +27,7 @@ class DatasetItem:
 class Dataset(ABC):
     name: str
     iou_types: tuple[str, ...] = ("bbox",)
+    default_task_model: str = "faster_rcnn_r50_fpn"  # what `run` uses without --task-model
 
     @abstractmethod
     def items(self) -> list[DatasetItem]: ...

@@ -44,7 +44,9 @@ def shapes(options: DatasetOptions) -> CocoDataset:
         raise FcmbenchError(f"dataset 'shapes' has splits {', '.join(SPLITS)}, not {split!r}")
     root = Path(options.root) if options.root else default_cache() / "datasets" / f"shapes-v{GENERATOR_VERSION}"
     folder = ensure_split(root, split)
-    return CocoDataset(folder / "images", folder / "annotations.json", name="shapes")
+    dataset = CocoDataset(folder / "images", folder / "annotations.json", name="shapes")
+    dataset.default_task_model = "shapes_rcnn"  # the embedded default's own detector
+    return dataset
 
 
 def ensure_split(root: Path, split: str, seed: int = 0) -> Path:

@@ -62,7 +62,6 @@ class RunConfig:
     # measured slower: an R50-FPN's front 0.71x at batch 4); the results do not depend on it
 
 
-DEFAULT_TASK_MODELS = {"shapes": "shapes_rcnn"}
 # The uncompressed features through the back: the task model's unsplit accuracy, against which the report
 # judges whether a BD-rate's accuracy range means anything. One back pass per image.
 REFERENCE = "raw"
@@ -92,7 +91,7 @@ class Runner:
         self.device = pick_device(config.device)
         self.batch_size = config.batch_size or (1 if self.device == "cpu" else 4)
         self.dataset: Dataset = registry.datasets.get(config.dataset)(config.dataset_options)
-        task_name = config.task_model or DEFAULT_TASK_MODELS.get(config.dataset, "faster_rcnn_r50_fpn")
+        task_name = config.task_model or self.dataset.default_task_model
         self.task: TaskModel = registry.task_models.get(task_name)(TaskModelOptions(config.weights, self.device))
         options = CodecOptions(device=self.device, task_model=self.task.name, checkpoints=config.checkpoints,
                                settings=config.codec_settings)
