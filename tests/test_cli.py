@@ -281,5 +281,10 @@ def test_results_of_a_retrained_checkpoint_are_not_reused_silently(tmp_path, tin
     assert "6 item(s) computed" in run_cli(*args, "--redo", "elic").stderr
     assert item_count(tmp_path / "out") == 6 and bpp() != first  # bpp() rewrote rd.csv
     assert [row["rate"] for row in rows(tmp_path / "out" / "rd.csv")] == ["q3"]
+    # after a --redo, the same command without it resumes (what the new checkpoint made is kept): a killed --redo
+    # run continues this way
+    with sqlite3.connect(tmp_path / "out" / "results.sqlite") as db:
+        db.execute("DELETE FROM items WHERE method = 'elic' AND image_id = (SELECT MAX(image_id) FROM items)")
+    assert "1 item(s) computed" in run_cli(*args).stderr
     wrong = run_cli(*args, "--redo", "lmsfc", check=False)
     assert wrong.returncode == 2 and "add it to --methods" in wrong.stdout + wrong.stderr
