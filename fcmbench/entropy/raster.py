@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from compressai.ans import RansDecoder
 from torch import nn
 
-KERNEL, PAD = 5, 2
+from fcmbench.entropy.wavefront import KERNEL, PAD, cdf_tables
 
 
 @torch.inference_mode()
@@ -21,7 +21,7 @@ def decompress_raster(model: nn.Module, string: bytes, params: torch.Tensor, hei
                       width: int) -> torch.Tensor:
     """``y_hat [1, M, height, width]`` from a raster-order y string and the hyperprior output ``params``."""
     conditional, context = model.gaussian_conditional, model.context_prediction
-    tables = conditional.quantized_cdf.tolist(), conditional.cdf_length.tolist(), conditional.offset.tolist()
+    tables = cdf_tables(model)
     decoder = RansDecoder()
     decoder.set_stream(string)
     y_hat = torch.zeros((1, model.M, height + 2 * PAD, width + 2 * PAD))

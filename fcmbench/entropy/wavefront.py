@@ -41,7 +41,8 @@ def _gaussian_parameters(model: nn.Module, y_hat: torch.Tensor, params: torch.Te
     return scales, means
 
 
-def _tables(model: nn.Module) -> tuple[list, list, list]:
+def cdf_tables(model: nn.Module) -> tuple[list, list, list]:
+    """The Gaussian conditional's CDF tables as the rANS coder takes them (converted once per latent)."""
     conditional = model.gaussian_conditional
     return conditional.quantized_cdf.tolist(), conditional.cdf_length.tolist(), conditional.offset.tolist()
 
@@ -59,7 +60,7 @@ def compress_wavefront(model: nn.Module, y: torch.Tensor, params: torch.Tensor) 
         symbols += quantized.flatten().tolist()
         indexes += model.gaussian_conditional.build_indexes(scales).flatten().tolist()
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(symbols, indexes, *_tables(model))
+    encoder.encode_with_indexes(symbols, indexes, *cdf_tables(model))
     return encoder.flush()
 
 
@@ -70,7 +71,7 @@ def decompress_wavefront(model: nn.Module, string: bytes, params: torch.Tensor, 
     y_hat = torch.zeros((1, channels, height + 2 * PAD, width + 2 * PAD))
     decoder = RansDecoder()
     decoder.set_stream(string)
-    tables = _tables(model)
+    tables = cdf_tables(model)
     for rows, cols in waves(height, width):
         scales, means = _gaussian_parameters(model, y_hat, params, rows, cols)
         indexes = model.gaussian_conditional.build_indexes(scales).flatten().tolist()

@@ -24,6 +24,7 @@ from fcmbench.core.training import Trained, TrainRequest
 from fcmbench.datasets.pseudo import PseudoLabelled
 from fcmbench.models.mfiba import ImportancePredictor
 from fcmbench.pipeline.runner import ImageWork
+from fcmbench.tasks.base import TaskModel
 from fcmbench.training.codecs import TrainConfig, fit
 from fcmbench.training.data import task_model_of, training_features, training_images
 from fcmbench.zoo.checkpoints import write_atomically
@@ -69,7 +70,7 @@ def train(request: TrainRequest) -> Trained:
     task = task_model_of(request)
     codec = fitted_codec(request.method, CodecOptions(task_model=task.name, checkpoints=request.out))
     if not (codec.folder() / "labels.json").is_file():
-        fit_and_write(request)
+        write_fit(codec, task, request)
     _, train_items, train_features, _ = training_features(request, task)
     steps = request.predictor_steps or request.steps
     return Trained(train_predictor(codec, train_items, train_features, steps=steps, lr=request.lr))
@@ -81,6 +82,12 @@ def fit_and_write(request: TrainRequest) -> tuple[MfibaCodec, RateModel, dict]:
     and write it with the importance labels beside the codec's checkpoints."""
     task = task_model_of(request)
     codec = fitted_codec(request.method, CodecOptions(task_model=task.name, checkpoints=request.out))
+    model, labels = write_fit(codec, task, request)
+    return codec, model, labels
+
+
+def write_fit(codec: MfibaCodec, task: TaskModel, request: TrainRequest) -> tuple[RateModel, dict]:
+    """``fit_and_write``'s work for a codec and task model already built (``train`` has them)."""
     codec.fit_qualities()
     dataset, items, _ = training_images(replace(request, images=request.fit_images))
     cache = (request.cache or default_cache()) / "features"
@@ -90,7 +97,7 @@ def fit_and_write(request: TrainRequest) -> tuple[MfibaCodec, RateModel, dict]:
     model, labels = fit_rate_model(codec, dataset, task, features)
     model.save(codec.folder() / "rate_model.json")
     (codec.folder() / "labels.json").write_text(json.dumps({str(k): v for k, v in labels.items()}))
-    return codec, model, labels
+    return model, labels
 
 
 def fit_power_law(rates: list[float], losses: list[float]) -> tuple[float, float]:

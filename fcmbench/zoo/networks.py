@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from torch import nn
 
@@ -56,6 +57,11 @@ def scope_of(method: str) -> str | None:
     return "images" if method in IMAGE_CODECS else None
 
 
+def checkpoint_of(method: str, quality: int, options: CodecOptions) -> Path:
+    """Where a built-in learned method's checkpoint at ``quality`` is (whether or not it exists)."""
+    return checkpoint_path(method, quality, options, scope_of(method))
+
+
 def load(method: str, quality: int, options: CodecOptions) -> nn.Module:
     """The network of a built-in learned method at ``quality``, for ``options.task_model``, on its device."""
     if method in LMSFC_FAMILY:
@@ -66,7 +72,7 @@ def load(method: str, quality: int, options: CodecOptions) -> nn.Module:
                             f"{', '.join([*LMSFC_FAMILY, *IMAGE_NETWORKS])}")
     scope = scope_of(method)
     what = f"{method} checkpoint for quality {quality}" + ("" if scope else f" and task model {options.task_model}")
-    path = require(checkpoint_path(method, quality, options, scope), what,
+    path = require(checkpoint_of(method, quality, options), what,
                    train_command(method, quality, options, scope), options)
     return _image_network(family, str(path), path.stat().st_mtime_ns, options.device)
 

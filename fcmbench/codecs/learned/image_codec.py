@@ -25,8 +25,7 @@ from fcmbench.core.errors import BitstreamError, FcmbenchError
 from fcmbench.core.limits import check_image_size
 from fcmbench.entropy.limits import check_capacity, network_min_symbol_bits, rans_safe
 from fcmbench.entropy.threads import one_thread
-from fcmbench.zoo.checkpoints import checkpoint_path
-from fcmbench.zoo.networks import ImageNetwork, load
+from fcmbench.zoo.networks import ImageNetwork, checkpoint_of, load
 
 # LIC-TCM's released λ (MSE); the ELIC reference's list is unverified, so ELIC uses the same six
 IMAGE_LAMBDAS = {1: 0.0025, 2: 0.0035, 3: 0.0067, 4: 0.013, 5: 0.025, 6: 0.05}
@@ -124,7 +123,7 @@ class LearnedImageCodec(QualityLadder, ImageCodec):
     lambdas = IMAGE_LAMBDAS
 
     def checkpoint(self, quality: int) -> Path:
-        return checkpoint_path(self.name, quality, self.options, "images")
+        return checkpoint_of(self.name, quality, self.options)
 
     def network(self, quality: int) -> nn.Module:
         return load(self.name, quality, self.options)
