@@ -213,7 +213,7 @@ def teacher_forced_slices(network: torch.nn.Module, ref: dict, y: torch.Tensor, 
     if "cc_scale_transforms.0" not in ref["stages"]:
         return {}
     gc = network.gaussian_conditional
-    tables = network._gaussian_tables()
+    tables = network.gaussian_conditional.coding_tables()
     decoder = RansDecoder()
     decoder.set_stream(ref["strings"][0][0])
     ref_slices = ref["stages"]["g_s:input"].chunk(network.num_slices, dim=1)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from compressai.ans import RansDecoder
 from torch import nn
 
-from fcmbench.entropy.wavefront import KERNEL, PAD, cdf_tables
+from fcmbench.entropy.tables import tables_of
+from fcmbench.entropy.wavefront import KERNEL, PAD
 
 
 @torch.inference_mode()
@@ -21,7 +22,7 @@ def decompress_raster(model: nn.Module, string: bytes, params: torch.Tensor, hei
                       width: int) -> torch.Tensor:
     """``y_hat [1, M, height, width]`` from a raster-order y string and the hyperprior output ``params``."""
     conditional, context = model.gaussian_conditional, model.context_prediction
-    tables = cdf_tables(model)
+    tables = tables_of(conditional)
     decoder = RansDecoder()
     decoder.set_stream(string)
     y_hat = torch.zeros((1, model.M, height + 2 * PAD, width + 2 * PAD))

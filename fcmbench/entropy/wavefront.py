@@ -13,6 +13,8 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from torch import nn
 
+from fcmbench.entropy.tables import tables_of
+
 KERNEL, PAD = 5, 2
 
 
@@ -41,12 +43,6 @@ def _gaussian_parameters(model: nn.Module, y_hat: torch.Tensor, params: torch.Te
     return scales, means
 
 
-def cdf_tables(model: nn.Module) -> tuple[list, list, list]:
-    """The Gaussian conditional's CDF tables as the rANS coder takes them (converted once per latent)."""
-    conditional = model.gaussian_conditional
-    return conditional.quantized_cdf.tolist(), conditional.cdf_length.tolist(), conditional.offset.tolist()
-
-
 @torch.inference_mode()
 def compress_wavefront(model: nn.Module, y: torch.Tensor, params: torch.Tensor) -> bytes:
     """Code ``y [1, M, H, W]`` given the hyperprior output ``params``; the model's own decoder order is mirrored."""
@@ -60,7 +56,7 @@ def compress_wavefront(model: nn.Module, y: torch.Tensor, params: torch.Tensor) 
         symbols += quantized.flatten().tolist()
         indexes += model.gaussian_conditional.build_indexes(scales).flatten().tolist()
     encoder = BufferedRansEncoder()
-    encoder.encode_with_indexes(symbols, indexes, *cdf_tables(model))
+    encoder.encode_with_indexes(symbols, indexes, *tables_of(model.gaussian_conditional))
     return encoder.flush()
 
 
@@ -71,7 +67,7 @@ def decompress_wavefront(model: nn.Module, string: bytes, params: torch.Tensor, 
     y_hat = torch.zeros((1, channels, height + 2 * PAD, width + 2 * PAD))
     decoder = RansDecoder()
     decoder.set_stream(string)
-    tables = cdf_tables(model)
+    tables = tables_of(model.gaussian_conditional)
     for rows, cols in waves(height, width):
         scales, means = _gaussian_parameters(model, y_hat, params, rows, cols)
         indexes = model.gaussian_conditional.build_indexes(scales).flatten().tolist()

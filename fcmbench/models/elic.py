@@ -15,6 +15,7 @@ from compressai.models.utils import conv
 from torch import nn
 
 from fcmbench.core.errors import FcmbenchError
+from fcmbench.entropy.tables import with_tabled_conditionals
 
 REFERENCE_CONTEXT = (224, 128)
 
@@ -60,6 +61,7 @@ class ElicOfficial(ElicStream, Elic2022Official):
         super().__init__(N=N, M=M, groups=elic_groups(M))
         self.N, self.M = N, M
         self.narrow_context(context, all_groups=True)
+        with_tabled_conditionals(self)
 
 
 class ElicChandelier(ElicStream, Elic2022Chandelier):
@@ -67,6 +69,7 @@ class ElicChandelier(ElicStream, Elic2022Chandelier):
         super().__init__(N=N, M=M, groups=elic_groups(M))
         self.N, self.M = N, M
         self.narrow_context(context, all_groups=False)
+        with_tabled_conditionals(self)
 
 
 VARIANTS = {"official": ElicOfficial, "chandelier": ElicChandelier}

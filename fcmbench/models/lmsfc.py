@@ -32,6 +32,7 @@ from torch import nn
 
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.entropy.raster import decompress_raster
+from fcmbench.entropy.tables import with_tabled_conditionals
 from fcmbench.entropy.wavefront import compress_wavefront, decompress_wavefront
 
 PAD_MULTIPLE = 64  # P2; each following level uses half of the previous reference size
@@ -144,6 +145,7 @@ class LMSFCContext(JointAutoregressiveHierarchicalPriors):
         self.entropy_parameters = nn.Sequential(
             nn.Conv2d(4 * m, m * 10 // 3, 1), nn.LeakyReLU(), nn.Conv2d(m * 10 // 3, m * 8 // 3, 1), nn.LeakyReLU(),
             nn.Conv2d(m * 8 // 3, 2 * m, 1))
+        with_tabled_conditionals(self)
 
     def compress_latent(self, x: torch.Tensor, order: str) -> tuple[bytes, bytes]:
         """(y string, z string); ``order`` is CompressAI's serial ``raster`` loop or ``wavefront``."""
@@ -171,6 +173,7 @@ class LMSFCNoContext(MeanScaleHyperprior):
     def __init__(self, channels: int = 256, latent: int = 192, levels: int = 4) -> None:
         super().__init__(N=latent, M=latent)
         build_transforms(self, channels, latent, task_aware=False, levels=levels)
+        with_tabled_conditionals(self)
 
     def compress_latent(self, x: torch.Tensor, order: str) -> tuple[bytes, bytes]:
         out = self.compress(x)  # no context model: one parallel pass, whatever the order

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.entropy_models import EntropyBottleneck
 from compressai.layers import (
     AttentionBlock,
     ResidualBlock,
@@ -45,6 +45,8 @@ from compressai.layers import (
 from compressai.models import CompressionModel
 from compressai.ops import quantize_ste
 from torch import Tensor, nn
+
+from fcmbench.entropy.tables import TabledGaussianConditional
 
 WINDOW = 8  # Swin window of the main transforms and of SWAtten
 HYPER_WINDOW = 4  # Swin window of the hyper-analysis and hyper-syntheses
@@ -246,7 +248,7 @@ class TCMNet(CompressionModel):
             _context_transform(M + self.slice * s, cc_widths, self.slice) for s in supports)
         self.lrp_transforms = nn.ModuleList(
             _context_transform(M + self.slice * (s + 1), cc_widths, self.slice) for s in supports)
-        self.gaussian_conditional = GaussianConditional(None)
+        self.gaussian_conditional = TabledGaussianConditional(None)
 
     @staticmethod
     def config_from_state_dict(state: dict[str, Tensor]) -> dict[str, Any]:
@@ -364,7 +366,7 @@ class TCMNet(CompressionModel):
             # the decoder rebuilds the slice as dequantize(symbols, mu): the same float operation
             y_hat_slices.append(self._refine(k, mean_support, self.gaussian_conditional.dequantize(y_q, mu)))
 
-        cdf, lengths, offsets = self._gaussian_tables()
+        cdf, lengths, offsets = self.gaussian_conditional.coding_tables()
         y_strings = []
         for i in range(batch):
             encoder = BufferedRansEncoder()
@@ -379,7 +381,7 @@ class TCMNet(CompressionModel):
         latent_means, latent_scales = self._hyper_synthesis(z_hat)
         batch, height, width = z_hat.shape[0], z_hat.shape[2] * 4, z_hat.shape[3] * 4
 
-        cdf, lengths, offsets = self._gaussian_tables()
+        cdf, lengths, offsets = self.gaussian_conditional.coding_tables()
         decoders = []
         for string in strings[0]:
             decoder = RansDecoder()
@@ -395,10 +397,6 @@ class TCMNet(CompressionModel):
             y_hat_slices.append(self._refine(k, mean_support, self.gaussian_conditional.dequantize(y_q, mu)))
         x_hat = self.g_s(torch.cat(y_hat_slices, dim=1)).clamp_(0, 1)
         return {"x_hat": x_hat}
-
-    def _gaussian_tables(self) -> tuple[list[list[int]], list[int], list[int]]:
-        gc = self.gaussian_conditional
-        return gc.quantized_cdf.tolist(), gc.cdf_length.reshape(-1).int().tolist(), gc.offset.reshape(-1).int().tolist()
 
 
 __all__ = ["ConvTransBlock", "SWAtten", "SwinBlock", "TCMNet", "WindowAttention"]
