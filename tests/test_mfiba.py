@@ -13,6 +13,7 @@ from conftest import run_cli
 from fcmbench.codecs.learned.mfiba import MfibaElicCodec, RateModel, target_rates
 from fcmbench.core.codec import CodecOptions, RatePoint
 from fcmbench.core.errors import FcmbenchError
+from fcmbench.core.featureset import FeatureSet
 from fcmbench.datasets.base import load_image
 from fcmbench.datasets.coco import CocoDataset
 from fcmbench.models.elic import build_elic
@@ -158,3 +159,27 @@ def test_calibration_keeps_a_change_only_when_the_middle_point_rises():
     calibrated, log = calibrate_labels({1: [0.21, 0.79]}, [3.0, 2.0, 1.0], joint)
     assert calibrated[1] == pytest.approx([0.22, 0.79])
     assert [(entry["bin"], entry["step"]) for entry in log] == [(0.21, 0.01)]
+
+
+def test_mfiba_reuses_its_bases_coded_levels_with_their_times():
+    """MFIBA codes every level at every base quality, as elic-feat does: after elic-feat the levels come from
+    what it coded (the same bytes as coding them afresh), and MFIBA's encode time still counts their coding."""
+    from fcmbench.codecs.learned.elic import ElicFeatCodec
+    from fcmbench.codecs.learned.mosaic import CODED_LEVELS
+
+    generator = torch.Generator().manual_seed(3)
+    sizes = {"0": 32, "1": 16, "2": 8, "3": 4, "pool": 2}
+    x = FeatureSet({name: torch.randn(64, s, s, generator=generator) for name, s in sizes.items()}, (128, 128),
+                   (128, 128))
+    options = CodecOptions(task_model="shapes_rcnn")
+    mfiba, base = MfibaElicCodec(options), ElicFeatCodec(options)
+    point = mfiba.rate_points()[-1]
+    CODED_LEVELS.entries.clear()
+    (fresh, fresh_s), = mfiba.encode_batch(x, [point])
+    coded = len(CODED_LEVELS.entries)
+    assert coded == len(sizes) * len(mfiba.rate_model().qualities)
+    base.encode_batch(x, base.rate_points())  # its levels at its qualities: all coded already
+    (again, again_s), = mfiba.encode_batch(x, [point])
+    assert len(CODED_LEVELS.entries) == coded and again == fresh
+    coding = sum(seconds for _, seconds in CODED_LEVELS.entries.values())
+    assert again_s >= coding and fresh_s >= coding  # charged what the coding took, not the lookup

@@ -25,7 +25,7 @@ def decompress_raster(model: nn.Module, string: bytes, params: torch.Tensor, hei
     tables = tables_of(conditional)
     decoder = RansDecoder()
     decoder.set_stream(string)
-    y_hat = torch.zeros((1, model.M, height + 2 * PAD, width + 2 * PAD))
+    y_hat = params.new_zeros((1, model.M, height + 2 * PAD, width + 2 * PAD))  # on the network's device
     weight = context.weight * context.mask
     for row in range(height):
         for col in range(width):
@@ -34,6 +34,6 @@ def decompress_raster(model: nn.Module, string: bytes, params: torch.Tensor, hei
             hyper = params[:, :, row:row + 1, col:col + 1]
             scales, means = model.entropy_parameters(torch.cat((hyper, local), dim=1)).chunk(2, 1)
             indexes = conditional.build_indexes(scales).flatten().tolist()
-            symbols = torch.tensor(decoder.decode_stream(indexes, *tables), dtype=torch.float32)
+            symbols = torch.tensor(decoder.decode_stream(indexes, *tables), dtype=torch.float32, device=y_hat.device)
             y_hat[:, :, row + PAD, col + PAD] = conditional.dequantize(symbols.reshape(1, -1, 1, 1), means)[:, :, 0, 0]
     return y_hat[:, :, PAD:-PAD, PAD:-PAD]

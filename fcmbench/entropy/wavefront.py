@@ -47,7 +47,7 @@ def _gaussian_parameters(model: nn.Module, y_hat: torch.Tensor, params: torch.Te
 def compress_wavefront(model: nn.Module, y: torch.Tensor, params: torch.Tensor) -> bytes:
     """Code ``y [1, M, H, W]`` given the hyperprior output ``params``; the model's own decoder order is mirrored."""
     _, channels, height, width = y.shape
-    y_hat = torch.zeros((1, channels, height + 2 * PAD, width + 2 * PAD))
+    y_hat = y.new_zeros((1, channels, height + 2 * PAD, width + 2 * PAD))
     symbols, indexes = [], []
     for rows, cols in waves(height, width):
         scales, means = _gaussian_parameters(model, y_hat, params, rows, cols)
@@ -64,13 +64,13 @@ def compress_wavefront(model: nn.Module, y: torch.Tensor, params: torch.Tensor) 
 def decompress_wavefront(model: nn.Module, string: bytes, params: torch.Tensor, height: int,
                          width: int) -> torch.Tensor:
     channels = model.M
-    y_hat = torch.zeros((1, channels, height + 2 * PAD, width + 2 * PAD))
+    y_hat = params.new_zeros((1, channels, height + 2 * PAD, width + 2 * PAD))  # on the network's device
     decoder = RansDecoder()
     decoder.set_stream(string)
     tables = tables_of(model.gaussian_conditional)
     for rows, cols in waves(height, width):
         scales, means = _gaussian_parameters(model, y_hat, params, rows, cols)
         indexes = model.gaussian_conditional.build_indexes(scales).flatten().tolist()
-        values = torch.tensor(decoder.decode_stream(indexes, *tables), dtype=torch.float32)
+        values = torch.tensor(decoder.decode_stream(indexes, *tables), dtype=torch.float32, device=y_hat.device)
         y_hat[0][:, rows + PAD, cols + PAD] = (values.reshape(len(rows), channels) + means).T
     return y_hat[:, :, PAD:-PAD, PAD:-PAD]

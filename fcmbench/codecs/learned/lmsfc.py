@@ -128,7 +128,8 @@ class LMSFCCodec(QualityLadder, FeatureCodec):
         if len(recon) != coded:
             raise FcmbenchError(f"the {self.name} q{quality} checkpoint reconstructs {len(recon)} levels, the "
                                 f"stream has {coded}")
-        levels = {name: t[0].float().cpu() for name, t in zip(names[:coded], recon, strict=True)}
+        # on the network's device, where the back pass takes them: the features cross to the CPU only for coding
+        levels = {name: t[0].float() for name, t in zip(names[:coded], recon, strict=True)}
         if len(names) > coded:  # the pooled level, rebuilt as the task network builds it
             levels[names[-1]] = F.max_pool2d(levels[names[-2]][None], kernel_size=1, stride=2)[0]
         check_decoded(levels, box.input_size)

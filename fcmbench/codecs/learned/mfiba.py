@@ -194,15 +194,16 @@ class MfibaCodec(TiledFeatureCodec):
 
     def encode_batch(self, x: FeatureSet, rates: list[RatePoint]) -> list[tuple[bytes, float]]:
         """Every level is coded at every base quality once; each λ then only picks among those streams (so each
-        rate point's encode time is that shared work plus its own choice)."""
-        start = time.perf_counter()
+        rate point's encode time is that shared work, as long as it took when done, plus its own choice)."""
         model = self.rate_model()
         if list(x) != model.levels:
             raise FcmbenchError(f"the {self.name} rate model was fitted for levels {', '.join(model.levels)}; these "
                                 f"features have {', '.join(x)}: fit one for this task model")
-        coded = {name: {q: self.code_level(name, t, q) for q in model.qualities} for name, t in x.items()}
+        timed = {name: {q: self.timed_level(name, t, q) for q in model.qualities} for name, t in x.items()}
+        coded = {name: {q: level for q, (level, _) in levels.items()} for name, levels in timed.items()}
+        start = time.perf_counter()
         weights = self.importance(x)
-        shared = time.perf_counter() - start
+        shared = time.perf_counter() - start + sum(s for levels in timed.values() for _, s in levels.values())
         pixels = [next(iter(c.values())).layout.pixels for c in coded.values()]
         results = []
         for rate in rates:
