@@ -185,11 +185,11 @@ class Runner:
             elif self.config.workers > 1:
                 results = self._in_workers(pending)
             else:
-                results = self._here(pending, progress, bar)
+                results = self._here(pending)
             for result in results:
                 store.add_item(setup, result)
                 computed += 1
-                progress.advance(bar)
+                progress.update(bar, advance=1, description=f"{result.method} {result.rate} (image {result.image_id})")
                 if log:
                     log.finished(result.method, result.rate)
         self.evaluate(store, setup)
@@ -218,7 +218,7 @@ class Runner:
                         f"now {identity}): pass --redo {method} to recompute them, or use a new --out folder")
                 store.set_producer(setup, method, rate.label, identity)
 
-    def _here(self, pending: list, progress: Progress, bar) -> Iterator[ItemResult]:
+    def _here(self, pending: list) -> Iterator[ItemResult]:
         """Chunks of ``batch_size`` images. On a GPU the next chunk's fronts run in a thread while this chunk's
         codecs code on the CPU; on the CPU the two cores are busy already and task models run from this thread
         (``batch_invariant``'s kernel switch is process-wide)."""
@@ -230,7 +230,6 @@ class Runner:
                 prepared = upcoming.result() if upcoming else self.prepared(chunk)
                 nxt = chunks[i + 1] if i + 1 < len(chunks) else None
                 upcoming = ahead.submit(self.prepared, nxt) if overlap and nxt else None
-                progress.update(bar, description=f"images {chunk[0][0].image_id}..{chunk[-1][0].image_id}")
                 yield from self.chunk_results(chunk, prepared)
 
     def results_of(self, chunk: list[tuple[DatasetItem, list]]) -> list[ItemResult]:
@@ -374,7 +373,10 @@ class PointLog:
         self.left[method, rate] -= 1
         now = time.monotonic()
         if self.left[method, rate] == 0 or now - self.last >= self.every:
-            what = f"{method} {rate} done" if self.left[method, rate] == 0 else f"{method} {rate} running"
+            # the periodic line names no point: an image's items arrive together, so the last one says little
+            points_done = sum(left == 0 for left in self.left.values())
+            what = (f"{method} {rate} done" if self.left[method, rate] == 0
+                    else f"{points_done}/{len(self.left)} rate points done")
             remaining = (now - self.start) / self.computed * (self.total - self.done)
             self.console.print(f"{what}: {self.done}/{self.total} items, {now - self.start:.0f} s elapsed, "
                                f"about {remaining:.0f} s left", highlight=False)
