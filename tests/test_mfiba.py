@@ -183,3 +183,30 @@ def test_mfiba_reuses_its_bases_coded_levels_with_their_times():
     assert len(CODED_LEVELS.entries) == coded and again == fresh
     coding = sum(seconds for _, seconds in CODED_LEVELS.entries.values())
     assert again_s >= coding and fresh_s >= coding  # charged what the coding took, not the lookup
+
+
+def test_mfiba_reuses_the_levels_its_base_decoded_with_their_times():
+    """Decoding is as deterministic as coding: a level MFIBA chose at a base quality is the one elic-feat decoded
+    at that quality, and is decoded once; the decode time of each stream still counts its levels' decoding."""
+    from fcmbench.codecs.learned.elic import ElicFeatCodec
+    from fcmbench.codecs.learned.mosaic import DECODED_MOSAICS
+
+    generator = torch.Generator().manual_seed(4)
+    sizes = {"0": 32, "1": 16, "2": 8, "3": 4, "pool": 2}
+    x = FeatureSet({name: torch.randn(64, s, s, generator=generator) for name, s in sizes.items()}, (128, 128),
+                   (128, 128))
+    options = CodecOptions(task_model="shapes_rcnn")
+    mfiba, base = MfibaElicCodec(options), ElicFeatCodec(options)
+    (stream, _), = mfiba.encode_batch(x, [mfiba.rate_points()[-1]])
+    DECODED_MOSAICS.entries.clear()
+    fresh, fresh_s = mfiba.decode_timed(stream)
+    assert len(DECODED_MOSAICS.entries) == len(sizes)
+    decoding = sum(seconds for _, seconds in DECODED_MOSAICS.entries.values())
+    for data, _ in base.encode_batch(x, base.rate_points()):
+        base.decode_timed(data)
+    decoded = len(DECODED_MOSAICS.entries)
+    assert decoded == len(sizes) * len(base.rate_points())  # MFIBA's levels were among them: none twice
+    again, again_s = mfiba.decode_timed(stream)
+    assert len(DECODED_MOSAICS.entries) == decoded
+    assert all(torch.equal(again[name], fresh[name]) for name in sizes)
+    assert again_s >= decoding and fresh_s >= decoding  # charged what the decoding took, not the lookup

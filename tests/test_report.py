@@ -195,3 +195,28 @@ def test_levels_csv_records_the_chosen_qualities(tmp_path):
     assert float(levels["0"]["quality"]) == 2.5 and float(levels["1"]["quality"]) == 1.0
     assert levels["header"]["quality"] == ""
     assert "mean base quality per level" in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_tables_wider_than_the_console_are_wrapped_never_cut(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    from fcmbench.reports.tables import print_tables, rd_table
+
+    make_results(tmp_path / "run", {"a-method-with-a-long-name": ANCHOR})
+    rd = rd_table([tmp_path / "run"])
+    for width, wrapped in ((200, False), (40, True)):
+        text = io.StringIO()
+        assert print_tables(rd, None, Console(file=text, width=width)) is wrapped
+        rows = [line.strip("│").split("│") for line in text.getvalue().splitlines() if line.startswith("│")]
+        columns = ["".join(piece.strip() for piece in column) for column in zip(*rows, strict=True)]
+        assert "…" not in text.getvalue()  # rich's mark of a cut cell
+        assert "a-method-with-a-long-name" * 5 == columns[0] and "0.3900" in columns[4]  # read across the folds
+    piped = run_cli("report", "--out", tmp_path / "run")  # not a terminal: 160 columns
+    assert "wider than this console" not in piped.stdout
+    long_name = "m" * 170
+    make_results(tmp_path / "long", {long_name: ANCHOR})
+    piped = run_cli("report", "--out", tmp_path / "long")
+    assert "wider than this console (160 columns)" in piped.stdout and "report.md" in piped.stdout
+    assert long_name in (tmp_path / "long" / "report.md").read_text()

@@ -100,10 +100,13 @@ def command(args: argparse.Namespace) -> None:
     out = stdout_console()
     for note in sorted({w for run in history for w in run.get("warnings", [])}):
         out.print(f"[bold yellow]warning:[/] {note}")
-    print_tables(rd, bd, out)
+    wrapped = print_tables(rd, bd, out)
     if anchor is None:
         out.print("no BD-rate: no anchor given (--anchor NAME) and none of vtm-feature, vtm-image, quant was run")
     elif bd.empty:
         out.print(f"no BD-rate: no method besides the anchor {anchor} and the uncompressed reference raw")
     out.print(f"wrote {', '.join(p.name for p in written)} in {args.out}")
+    if wrapped:
+        out.print(f"the tables are wider than this console ({out.width} columns), so their cells are wrapped: "
+                  f"report.md in {args.out} holds them on one line per row")
     out.print(f"report: {page.resolve()}")

@@ -85,6 +85,13 @@ class Codec(ABC):
             results.append((data, time.perf_counter() - start))
         return results
 
+    def decode_timed(self, data: bytes) -> tuple[Any, float]:
+        """Decode, and the seconds it took (a codec that reuses parts decoded for another method charges what
+        decoding them took)."""
+        start = time.perf_counter()
+        decoded = self.decode(data)
+        return decoded, time.perf_counter() - start
+
     def ensure_ready(self, rates: list[RatePoint]) -> None:
         """Raise FcmbenchError if something the codec needs at these rates (checkpoints, binaries) is missing."""
         return None

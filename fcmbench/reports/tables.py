@@ -375,28 +375,44 @@ def markdown_bd(bd: pd.DataFrame) -> str:
     return table.to_markdown(index=False, disable_numparse=True)  # "+1.50" stays as written
 
 
-def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> None:
-    """One RD table per dataset x task model, then the BD-rates."""
+def print_tables(rd: pd.DataFrame, bd: pd.DataFrame | None, console: Console) -> bool:
+    """One RD table per dataset x task model, then the BD-rates; True when a table was wider than the console
+    (its cells are wrapped, never cut: the caller says where the files with the full tables are)."""
     metrics = headline_metrics(rd)
+    wrapped = False
     for (dataset, task_model, _), group in rd.groupby(KEYS):
-        table = Table(title=f"RD points: {dataset} / {task_model}")
-        for column in ["method", "rate", "images", "bpp", *metrics, "enc s/img", "dec s/img"]:
-            table.add_column(column, justify="left" if column in ("method", "rate") else "right")
+        table = console_table(f"RD points: {dataset} / {task_model}",
+                              ["method", "rate", "images", "bpp", *metrics, "enc s/img", "dec s/img"], left=2)
         for _, row in group.iterrows():
             table.add_row(row["method"], str(row["rate"]), str(row["n_images"]), f"{row['bpp']:.4f}",
                           *(_fmt(row[m]) for m in metrics), f"{row['encode_s']:.3f}", f"{row['decode_s']:.3f}")
-        console.print(table)
+        wrapped |= show(table, console)
     if bd is None or bd.empty:
-        return
-    table = Table(title="BD-rate (negative = fewer bits for the same accuracy; [95 % bootstrap interval])")
-    for column in ["dataset", "task_model", "method", "against", "metric", "BD-rate %", "accuracy overlap",
-                   "note"]:
-        table.add_column(column)
+        return wrapped
+    table = console_table("BD-rate (negative = fewer bits for the same accuracy; [95 % bootstrap interval])",
+                          ["dataset", "task_model", "method", "against", "metric", "BD-rate %", "accuracy overlap",
+                           "note"])
     for _, row in bd.iterrows():
         value = bd_text(row)
         table.add_row(row["dataset"], row["task_model"], row["method"], row["anchor"], row["metric"],
                       f"[dim]{value}[/]" if is_low_accuracy(row) else value, overlap_text(row), row["note"])
+    return show(table, console) or wrapped
+
+
+def console_table(title: str, columns: list[str], left: int | None = None) -> Table:
+    """Cells fold onto more lines when the console is narrow: no value is ever cut or ellipsised."""
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        justify = "right" if left is not None and i >= left else "left"
+        table.add_column(column, justify=justify, overflow="fold")
+    return table
+
+
+def show(table: Table, console: Console) -> bool:
+    """Print the table; True when it is wider than the console (its cells were wrapped)."""
     console.print(table)
+    unbounded = console.options.update(max_width=10**6)  # measured as if the console were as wide as needed
+    return console.measure(table, options=unbounded).maximum > console.width
 
 
 def _fmt(value: float) -> str:

@@ -38,7 +38,8 @@ class TimedRunner(Runner):
         super().__init__(config)
         self.inside_s = self.evaluate_s = 0.0
         for codec in self.codecs.values():
-            codec.encode_batch, codec.decode = self.clocked(codec.encode_batch), self.clocked(codec.decode)
+            codec.encode_batch = self.clocked(codec.encode_batch)
+            codec.decode_timed = self.clocked(codec.decode_timed)
         self.task.front_batch, self.task.back_batch = self.clocked(self.task.front_batch), self.clocked(
             self.task.back_batch)
 

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -133,28 +133,29 @@ class CodedLevel:
         return self.bits / self.layout.pixels
 
 
-class CodedLevels:
-    """The levels coded lately, by (checkpoint, quality, level name and values), each with the seconds its coding
-    took. A tiled codec and MFIBA on it code the same levels with the same networks (MFIBA every level at every
-    base quality), and the coder is deterministic: the second gets the first's strings, and is charged the first's
-    seconds, so that neither the bits nor the reported encode times depend on which methods run together."""
+class TimedCache:
+    """Results of a deterministic coding step done lately (a level coded, a mosaic decoded), by key, each with the
+    seconds it took. A tiled codec and MFIBA on it code and decode the same levels with the same networks (MFIBA
+    every level at every base quality): the second gets the first's result and is charged the first's seconds, so
+    that neither the bits nor the reported encode and decode times depend on which methods run together."""
 
-    def __init__(self, size: int = 512) -> None:
+    def __init__(self, size: int) -> None:
         self.size, self.entries = size, OrderedDict()
 
-    def get(self, key: tuple, code: Callable[[], CodedLevel]) -> tuple[CodedLevel, float]:
+    def get(self, key: tuple, compute: Callable[[], Any]) -> tuple[Any, float]:
         if key in self.entries:
             self.entries.move_to_end(key)
             return self.entries[key]
         start = time.perf_counter()
-        level = code()
-        self.entries[key] = level, time.perf_counter() - start
+        value = compute()
+        self.entries[key] = value, time.perf_counter() - start
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
         return self.entries[key]
 
 
-CODED_LEVELS = CodedLevels()
+CODED_LEVELS = TimedCache(512)
+DECODED_MOSAICS = TimedCache(64)  # an image's levels at every quality of both tiled families: 50
 
 
 def values_digest(tensor: torch.Tensor) -> bytes:
@@ -252,13 +253,28 @@ class TiledFeatureCodec(QualityLadder, FeatureCodec):
         return levels
 
     def decode(self, data: bytes) -> FeatureSet:
+        return self.decode_timed(data)[0]
+
+    def decode_timed(self, data: bytes) -> tuple[FeatureSet, float]:
+        """The features, and the seconds decoding their levels took (now, or when they were decoded for another
+        method) plus reading the container and mapping the mosaics back."""
+        start = time.perf_counter()
         box = Container.from_bytes(data, self.name, self.stream_version)
-        decoded = {}
-        for level in self.read_levels(box):
-            mosaic = decompress_image(self.network(level.quality), level.strings, level.layout.size)
-            decoded[level.name] = level_from_mosaic(mosaic, level.layout, level.low, level.high)
+        levels = self.read_levels(box)
+        parsed = time.perf_counter()
+        mosaics = [self.timed_mosaic(level) for level in levels]
+        decoded_at = time.perf_counter()
+        decoded = {level.name: level_from_mosaic(mosaic, level.layout, level.low, level.high)
+                   for level, (mosaic, _) in zip(levels, mosaics, strict=True)}
         check_decoded(decoded, box.input_size)
-        return FeatureSet(decoded, box.original_size, box.input_size)
+        own = parsed - start + time.perf_counter() - decoded_at
+        return FeatureSet(decoded, box.original_size, box.input_size), own + sum(s for _, s in mosaics)
+
+    def timed_mosaic(self, level: CodedLevel) -> tuple[torch.Tensor, float]:
+        """A level's decoded mosaic and the seconds decoding it took."""
+        network, path = self.network(level.quality), self.checkpoint(level.quality)
+        key = (str(path), path.stat().st_mtime_ns, level.quality, level.layout.size, *level.strings)
+        return DECODED_MOSAICS.get(key, lambda: decompress_image(network, level.strings, level.layout.size))
 
     def stream_info(self, data: bytes) -> dict:
         """The base-codec quality of each level."""
