@@ -177,13 +177,13 @@ class Runner:
         computed = 0
         pending = [(item, todo) for item in self.items
                    if (todo := [(m, r) for m, r in plan if (m, r.label, item.image_id) not in done])]
-        with self._progress() as progress:
+        with self._worker_pool(pending) as pool, self._progress() as progress:
             bar = progress.add_task("items", total=total, completed=total - sum(len(t) for _, t in pending))
             log = None if self.console.is_terminal else PointLog(self.console, pending, total)
             if self.config.executor == "dask":
                 results = on_dask(self.config, pending, list(self.codecs))
-            elif self.config.workers > 1:
-                results = self._in_workers(pending)
+            elif pool is not None:
+                results = self._in_workers(pending, pool)
             else:
                 results = self._here(pending)
             for result in results:
@@ -192,7 +192,7 @@ class Runner:
                 progress.update(bar, advance=1, description=f"{result.method} {result.rate} (image {result.image_id})")
                 if log:
                     log.finished(result.method, result.rate)
-        self.evaluate(store, setup)
+            self.evaluate(store, setup, pool)
         return computed
 
     def check_producers(self, store: Store, setup: str) -> None:
@@ -315,41 +315,53 @@ class Runner:
             for (work, data, encode_s), decode, front, prediction in zip(coded, decode_s, front_s, predictions,
                                                                          strict=True)]
 
-    def _in_workers(self, pending: list) -> Iterator[ItemResult]:
-        """Images spread over worker processes, each with its own task model and codecs; results come back
-        here to be stored, so the store has one writer and a failure stops the run like a serial one."""
+    @contextmanager
+    def _worker_pool(self, pending: list) -> Iterator[ProcessPoolExecutor | None]:
+        """With ``--workers N`` (and work to do), N processes, each with its own task model and codecs: they code
+        the images, then evaluate the rate points."""
+        if self.config.executor == "dask" or self.config.workers < 2 or not pending:
+            yield None
+            return
         context = multiprocessing.get_context("spawn")  # forking a process with torch threads can hang
         with ProcessPoolExecutor(self.config.workers, context, initializer=_start_worker,
                                  initargs=(self.config,)) as pool:
-            size = self.batch_size
-            futures = [pool.submit(_chunk_in_worker, pending[i:i + size]) for i in range(0, len(pending), size)]
-            try:
-                for future in as_completed(futures):
-                    yield from future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            yield pool
+
+    def _in_workers(self, pending: list, pool: ProcessPoolExecutor) -> Iterator[ItemResult]:
+        """Images spread over the worker processes; results come back here to be stored, so the store has one
+        writer and a failure stops the run like a serial one."""
+        size = self.batch_size
+        futures = [pool.submit(_chunk_in_worker, pending[i:i + size]) for i in range(0, len(pending), size)]
+        try:
+            for future in as_completed(futures):
+                yield from future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
     def _progress(self) -> Progress:
         return Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
                         TimeRemainingColumn(), console=self.console, transient=False)
 
-    def evaluate(self, store: Store, setup: str) -> None:
+    def evaluate(self, store: Store, setup: str, pool: ProcessPoolExecutor | None = None) -> None:
+        """pycocotools on every rate point not evaluated yet, in the worker processes when there are some."""
         image_ids = [i.image_id for i in self.items]
         image_set = image_set_key(image_ids)
         iou_types = tuple(t for t in self.task.iou_types if t in self.dataset.iou_types)
-        for method, points in self.rates.items():
-            for rate in points:
-                if store.has_evaluation(setup, method, rate.label, image_set):
-                    continue
-                rows = store.items(setup, method, rate.label, image_ids)
-                results = [p for row in rows for p in row["predictions"]]
-                metrics, matches = self.dataset.evaluate_matched(results, image_ids, iou_types)
-                failpoints.reached("evaluation")
-                store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
-                                     8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics,
-                                     pack_matches(matches) if matches else b"")
+        todo = [(method, rate, store.items(setup, method, rate.label, image_ids))
+                for method, points in self.rates.items() for rate in points
+                if not store.has_evaluation(setup, method, rate.label, image_set)]
+        predictions = [[p for row in rows for p in row["predictions"]] for _, _, rows in todo]
+        if pool is None:
+            scores = (self.dataset.evaluate_matched(results, image_ids, iou_types) for results in predictions)
+        else:
+            scores = pool.map(_evaluate_in_worker, predictions, [image_ids] * len(todo), [iou_types] * len(todo))
+        for (method, rate, rows), (metrics, matches) in zip(todo, scores, strict=True):
+            failpoints.reached("evaluation")
+            store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
+                                 8 * sum(r["bytes"] for r in rows), sum(r["pixels"] for r in rows), metrics,
+                                 pack_matches(matches) if matches else b"")
 
 
 class PointLog:
@@ -394,6 +406,10 @@ def _start_worker(config: RunConfig) -> None:
 
 def _chunk_in_worker(chunk: list[tuple[DatasetItem, list]]) -> list[ItemResult]:
     return _worker_runner.results_of(chunk)
+
+
+def _evaluate_in_worker(results: list[dict], image_ids: list[int], iou_types: tuple[str, ...]) -> tuple[dict, dict]:
+    return _worker_runner.dataset.evaluate_matched(results, image_ids, iou_types)
 
 
 DASK_ATTEMPTS = 3  # a unit whose worker dies this many times is reported instead of retried again

@@ -52,9 +52,9 @@ class TimedRunner(Runner):
                 self.inside_s += time.perf_counter() - start
         return call
 
-    def evaluate(self, store: Store, setup: str) -> None:
+    def evaluate(self, store: Store, setup: str, pool=None) -> None:
         start = time.perf_counter()
-        super().evaluate(store, setup)
+        super().evaluate(store, setup, pool)
         self.evaluate_s += time.perf_counter() - start
 
 
