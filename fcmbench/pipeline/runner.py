@@ -9,8 +9,9 @@ import os
 import platform
 import sys
 import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -317,26 +318,39 @@ class Runner:
 
     @contextmanager
     def _worker_pool(self, pending: list) -> Iterator[ProcessPoolExecutor | None]:
-        """With ``--workers N`` (and work to do), N processes, each with its own task model and codecs: they code
-        the images, then evaluate the rate points."""
+        """With ``--workers N`` (and work to do), N - 1 processes beside this one, each with its own task model and
+        codecs (this process has its own already: it works too, one torch thread like them, while they start)."""
         if self.config.executor == "dask" or self.config.workers < 2 or not pending:
             yield None
             return
         context = multiprocessing.get_context("spawn")  # forking a process with torch threads can hang
-        with ProcessPoolExecutor(self.config.workers, context, initializer=_start_worker,
-                                 initargs=(self.config,)) as pool:
-            yield pool
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ProcessPoolExecutor(self.config.workers - 1, context, initializer=_start_worker,
+                                     initargs=(self.config,)) as pool:
+                yield pool
+        finally:
+            torch.set_num_threads(threads)
 
     def _in_workers(self, pending: list, pool: ProcessPoolExecutor) -> Iterator[ItemResult]:
-        """Images spread over the worker processes; results come back here to be stored, so the store has one
-        writer and a failure stops the run like a serial one."""
+        """Chunks of images for the worker processes and for this one: each takes the next chunk when it is free.
+        Results come back here to be stored, so the store has one writer and a failure stops the run like a
+        serial one."""
         size = self.batch_size
-        futures = [pool.submit(_chunk_in_worker, pending[i:i + size]) for i in range(0, len(pending), size)]
+        chunks = deque(pending[i:i + size] for i in range(0, len(pending), size))
+        running: set[Future] = set()
         try:
-            for future in as_completed(futures):
-                yield from future.result()
+            while chunks or running:
+                while chunks and len(running) < self.config.workers - 1:  # one queued chunk per worker
+                    running.add(pool.submit(_chunk_in_worker, chunks.popleft()))
+                if chunks:
+                    yield from self.results_of(chunks.popleft())
+                finished, running = wait(running, timeout=0 if chunks else None, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield from future.result()
         except BaseException:
-            for future in futures:
+            for future in running:
                 future.cancel()
             raise
 
@@ -353,10 +367,11 @@ class Runner:
                 for method, points in self.rates.items() for rate in points
                 if not store.has_evaluation(setup, method, rate.label, image_set)]
         predictions = [[p for row in rows for p in row["predictions"]] for _, _, rows in todo]
-        if pool is None:
-            scores = (self.dataset.evaluate_matched(results, image_ids, iou_types) for results in predictions)
-        else:
-            scores = pool.map(_evaluate_in_worker, predictions, [image_ids] * len(todo), [iou_types] * len(todo))
+        # the workers take their share of the points (submitted first), this process the rest
+        mine = len(todo) // self.config.workers if pool else len(todo)
+        theirs = [pool.submit(_evaluate_in_worker, results, image_ids, iou_types) for results in predictions[mine:]]
+        scores = [self.dataset.evaluate_matched(results, image_ids, iou_types) for results in predictions[:mine]]
+        scores += [future.result() for future in theirs]
         for (method, rate, rows), (metrics, matches) in zip(todo, scores, strict=True):
             failpoints.reached("evaluation")
             store.add_evaluation(setup, method, rate.label, image_set, rate.value, len(rows),
