@@ -104,3 +104,10 @@ def test_shipped_learned_checkpoints_load_and_code(method, tiny_coco):
     x = shapes_rcnn(TaskModelOptions()).front(image)
     decoded = codec.decode(codec.encode(x, points[0]))
     assert {k: v.shape for k, v in decoded.items()} == {k: v.shape for k, v in x.items()}
+
+
+def test_everything_shipped_stays_within_40_megabytes():
+    """The embedded default's weights and checkpoints are in the repository: 40 MB in all (issue 27)."""
+    package = Path(__file__).resolve().parents[1] / "fcmbench"
+    files = [p for folder in ("weights", "checkpoints") for p in (package / folder).rglob("*") if p.is_file()]
+    assert files and sum(p.stat().st_size for p in files) <= 40_000_000

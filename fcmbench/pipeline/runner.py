@@ -342,7 +342,7 @@ class Runner:
         running: set[Future] = set()
         try:
             while chunks or running:
-                while chunks and len(running) < self.config.workers - 1:  # one queued chunk per worker
+                while chunks and len(running) < 2 * (self.config.workers - 1):  # each worker's next one queued
                     running.add(pool.submit(_chunk_in_worker, chunks.popleft()))
                 if chunks:
                     yield from self.results_of(chunks.popleft())
