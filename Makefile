@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fcmbench run --methods all --dataset shapes --limit 50 --workers 2 --out $(DEMO_OUT) \
+	$(BIN)/fcmbench run --methods all --dataset shapes --limit 40 --workers 2 --out $(DEMO_OUT) \
 		--codec-opt vtm-feature.preset=faster --codec-opt vtm-image.preset=faster
 	$(BIN)/fcmbench report --out $(DEMO_OUT)
 

@@ -342,7 +342,9 @@ class Runner:
         running: set[Future] = set()
         try:
             while chunks or running:
-                while chunks and len(running) < 2 * (self.config.workers - 1):  # each worker's next one queued
+                # each worker's next chunk queued, but not at the end, where this process would wait for it
+                depth = 2 if len(chunks) > self.config.workers else 1
+                while chunks and len(running) < depth * (self.config.workers - 1):
                     running.add(pool.submit(_chunk_in_worker, chunks.popleft()))
                 if chunks:
                     yield from self.results_of(chunks.popleft())
