@@ -161,18 +161,25 @@ def test_calibration_keeps_a_change_only_when_the_middle_point_rises():
     assert [(entry["bin"], entry["step"]) for entry in log] == [(0.21, 0.01)]
 
 
-def test_mfiba_reuses_its_bases_coded_levels_with_their_times():
-    """MFIBA codes every level at every base quality, as elic-feat does: after elic-feat the levels come from
-    what it coded (the same bytes as coding them afresh), and MFIBA's encode time still counts their coding."""
+def shapes_sized_features(seed: int) -> tuple[FeatureSet, MfibaElicCodec, object]:
+    """Random features with shapes_rcnn's levels on a 128-pixel image, MFIBA on ELIC and its base elic-feat."""
     from fcmbench.codecs.learned.elic import ElicFeatCodec
-    from fcmbench.codecs.learned.mosaic import CODED_LEVELS
 
-    generator = torch.Generator().manual_seed(3)
+    generator = torch.Generator().manual_seed(seed)
     sizes = {"0": 32, "1": 16, "2": 8, "3": 4, "pool": 2}
     x = FeatureSet({name: torch.randn(64, s, s, generator=generator) for name, s in sizes.items()}, (128, 128),
                    (128, 128))
     options = CodecOptions(task_model="shapes_rcnn")
-    mfiba, base = MfibaElicCodec(options), ElicFeatCodec(options)
+    return x, MfibaElicCodec(options), ElicFeatCodec(options)
+
+
+def test_mfiba_reuses_its_bases_coded_levels_with_their_times():
+    """MFIBA codes every level at every base quality, as elic-feat does: after elic-feat the levels come from
+    what it coded (the same bytes as coding them afresh), and MFIBA's encode time still counts their coding."""
+    from fcmbench.codecs.learned.mosaic import CODED_LEVELS
+
+    x, mfiba, base = shapes_sized_features(3)
+    sizes = x.shapes()
     point = mfiba.rate_points()[-1]
     CODED_LEVELS.entries.clear()
     (fresh, fresh_s), = mfiba.encode_batch(x, [point])
@@ -188,15 +195,10 @@ def test_mfiba_reuses_its_bases_coded_levels_with_their_times():
 def test_mfiba_reuses_the_levels_its_base_decoded_with_their_times():
     """Decoding is as deterministic as coding: a level MFIBA chose at a base quality is the one elic-feat decoded
     at that quality, and is decoded once; the decode time of each stream still counts its levels' decoding."""
-    from fcmbench.codecs.learned.elic import ElicFeatCodec
     from fcmbench.codecs.learned.mosaic import DECODED_MOSAICS
 
-    generator = torch.Generator().manual_seed(4)
-    sizes = {"0": 32, "1": 16, "2": 8, "3": 4, "pool": 2}
-    x = FeatureSet({name: torch.randn(64, s, s, generator=generator) for name, s in sizes.items()}, (128, 128),
-                   (128, 128))
-    options = CodecOptions(task_model="shapes_rcnn")
-    mfiba, base = MfibaElicCodec(options), ElicFeatCodec(options)
+    x, mfiba, base = shapes_sized_features(4)
+    sizes = x.shapes()
     (stream, _), = mfiba.encode_batch(x, [mfiba.rate_points()[-1]])
     DECODED_MOSAICS.entries.clear()
     fresh, fresh_s = mfiba.decode_timed(stream)
