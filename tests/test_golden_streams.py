@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from fcmbench.codecs.learned.mosaic import TiledFeatureCodec
 from fcmbench.core import registry
 from fcmbench.core.bitstream import Container
 
@@ -44,7 +45,7 @@ def rounding_steps(codec, data: bytes) -> dict[str, tuple[float, float]]:
     """Tiled codecs round each decoded level to 8 bits of its range: per level, one step and the largest magnitude.
     Another CPU's float kernels can put a value of the synthesis on the other side of a rounding boundary, one step
     away; any other codec decodes to the same values everywhere."""
-    if not hasattr(codec, "read_levels"):
+    if not isinstance(codec, TiledFeatureCodec):
         return {}
     levels = codec.read_levels(Container.from_bytes(data, codec.name, codec.stream_version))
     return {level.name: ((level.high - level.low) / 255, max(abs(level.low), abs(level.high))) for level in levels}

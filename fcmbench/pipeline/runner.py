@@ -371,7 +371,8 @@ class Runner:
         predictions = [[p for row in rows for p in row["predictions"]] for _, _, rows in todo]
         # the workers take their share of the points (submitted first), this process the rest
         mine = len(todo) // self.config.workers if pool else len(todo)
-        theirs = [pool.submit(_evaluate_in_worker, results, image_ids, iou_types) for results in predictions[mine:]]
+        theirs = [pool.submit(_evaluate_in_worker, results, image_ids, iou_types)
+                  for results in predictions[mine:]] if pool else []
         scores = [self.dataset.evaluate_matched(results, image_ids, iou_types) for results in predictions[:mine]]
         scores += [future.result() for future in theirs]
         for (method, rate, rows), (metrics, matches) in zip(todo, scores, strict=True):

@@ -29,8 +29,8 @@ from typing import ClassVar
 import torch
 
 from fcmbench.codecs.learned.elic import ElicFeatCodec
-from fcmbench.codecs.learned.image_codec import IMAGE_LAMBDAS, decompress_image
-from fcmbench.codecs.learned.mosaic import CodedLevel, TiledFeatureCodec, level_from_mosaic
+from fcmbench.codecs.learned.image_codec import IMAGE_LAMBDAS
+from fcmbench.codecs.learned.mosaic import CodedLevel, TiledFeatureCodec
 from fcmbench.codecs.learned.tcm import TcmFeatCodec
 from fcmbench.core.codec import RatePoint
 from fcmbench.core.errors import FcmbenchError
@@ -212,10 +212,6 @@ class MfibaCodec(TiledFeatureCodec):
             chosen = [coded[name][nearest_quality(r, coded[name])] for name, r in zip(x, targets, strict=True)]
             results.append((self.container(x, chosen), shared + time.perf_counter() - start))
         return results
-
-    def decode_level(self, level: CodedLevel) -> torch.Tensor:
-        mosaic = decompress_image(self.network(level.quality), level.strings, level.layout.size)
-        return level_from_mosaic(mosaic, level.layout, level.low, level.high)
 
 
 @lru_cache(maxsize=8)

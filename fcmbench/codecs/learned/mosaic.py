@@ -114,6 +114,10 @@ def level_from_mosaic(mosaic: torch.Tensor, layout: Layout, low: float, high: fl
     return from_mosaic(eight_bits(mosaic), layout) * ((high - low) or 1.0) + low
 
 
+def level_values(level: CodedLevel, mosaic: torch.Tensor) -> torch.Tensor:
+    return level_from_mosaic(mosaic, level.layout, level.low, level.high)
+
+
 @dataclass(frozen=True)
 class CodedLevel:
     name: str
@@ -264,11 +268,14 @@ class TiledFeatureCodec(QualityLadder, FeatureCodec):
         parsed = time.perf_counter()
         mosaics = [self.timed_mosaic(level) for level in levels]
         decoded_at = time.perf_counter()
-        decoded = {level.name: level_from_mosaic(mosaic, level.layout, level.low, level.high)
-                   for level, (mosaic, _) in zip(levels, mosaics, strict=True)}
+        decoded = {level.name: level_values(level, mosaic) for level, (mosaic, _) in zip(levels, mosaics, strict=True)}
         check_decoded(decoded, box.input_size)
         own = parsed - start + time.perf_counter() - decoded_at
         return FeatureSet(decoded, box.original_size, box.input_size), own + sum(s for _, s in mosaics)
+
+    def decode_level(self, level: CodedLevel) -> torch.Tensor:
+        """One coded level's values (MFIBA's rate-model fit measures each level alone)."""
+        return level_values(level, self.timed_mosaic(level)[0])
 
     def timed_mosaic(self, level: CodedLevel) -> tuple[torch.Tensor, float]:
         """A level's decoded mosaic and the seconds decoding it took."""
