@@ -10,7 +10,7 @@ import torch
 
 from fcmbench.pipeline.runner import RunConfig, Runner
 from fcmbench.pipeline.store import Store
-from fcmbench.tasks.base import TaskModelOptions
+from fcmbench.tasks.base import TaskModelOptions, batch_groups
 from fcmbench.tasks.shapes_rcnn import shapes_rcnn
 
 
@@ -35,6 +35,12 @@ def test_batched_front_and_back_equal_one_image_at_a_time(task):
     for one, other in zip(task.back_batch(batched), [task.back(f) for f in alone], strict=True):
         assert set(one) == set(other) and all(torch.equal(one[key], other[key]) for key in one)
         assert len(one["boxes"]) > 0
+
+
+def test_batches_group_by_padded_shape_on_a_gpu_and_go_one_by_one_on_the_cpu():
+    shapes = [(256, 256), (192, 256), (256, 256), (192, 256), (128, 128)]
+    assert batch_groups(shapes, lambda shape: shape, "cuda") == [[0, 2], [1, 3], [4]]
+    assert batch_groups(shapes, lambda shape: shape, "cpu") == [[0], [1], [2], [3], [4]]
 
 
 def stored_items(out: Path) -> list[tuple]:

@@ -149,7 +149,7 @@ def test_split_batch_and_unsplit_agree(r50_pkl):
     assert list(features[0]) == ["p2", "p3", "p4", "p5", "p6"] and features[0].derived == {"p6": "p5"}
     assert features[0].input_size == (160, 213) and features[0]["p2"].shape == (256, 40, 56)
     single = [task.front(image) for image in images]
-    for batched, alone in zip(features, single, strict=True):  # batch_invariant: equal to the bit
+    for batched, alone in zip(features, single, strict=True):  # batch_groups: equal to the bit
         assert all(torch.equal(batched[name], alone[name]) for name in batched)
     predictions = task.back_batch(features)
     for batched, feature, image in zip(predictions, features, images, strict=True):

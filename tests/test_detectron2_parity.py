@@ -168,7 +168,9 @@ def differences(model: D2GeneralizedRCNN, letter: str, image: str) -> dict[str, 
     d["rpn_top50_boxes_px"] = float(gap[:top].max())
     d["rpn_top50_boxes_rel"] = d["rpn_top50_boxes_px"] / float(np.abs(r["rpn_proposal_boxes"]).max())
     d["rpn_top50_matched_logits"] = float(np.abs(o["objectness"][index[:top]] - r["rpn_objectness_logits"][:top]).max())
-    d["rpn_all_boxes_px"] = float(gap.max())
+    # below the top 50, whether a proposal survives the per-level top-k cut and NMS can hang on a logit or IoU tie
+    # within the float noise (the fixtures' README): on CI's CPU one of C coco139's was 2.7 px from all of ours
+    d["rpn_all_unmatched_share"] = float((gap > 0.5).mean())
     # the box head on detectron2's top-50 proposals
     for name in ("box_cls_logits_top50", "box_deltas_top50"):
         theirs = r[name]
@@ -216,10 +218,11 @@ def differences(model: D2GeneralizedRCNN, letter: str, image: str) -> dict[str, 
 # ------------------------------------------------------------------------------------------------------ tests
 
 # (quantity, largest allowed difference): the README's suggested checks, about 10x what detectron2 differs from
-# itself between 1 and 2 threads (mask logits / probabilities: 10x its observed 1.4e-4 / 2.7e-5)
+# itself between 1 and 2 threads (mask logits / probabilities: 10x its observed 1.4e-4 / 2.7e-5); of all the
+# proposals, at most 0.5 % without one of ours within 0.5 px
 UP_TO_BOX_HEAD = {"fpn_sample_rel_std": 1e-4, "fpn_stats_rel_std": 1e-4, "fpn_p5_rel_std": 1e-4,
                   "fpn_p6_rel_std": 1e-4, "rpn_count": 0, "rpn_logits": 1e-3, "rpn_top50_boxes_px": 0.05,
-                  "rpn_top50_matched_logits": 1e-3, "rpn_all_boxes_px": 0.5, "box_cls_logits_top50": 1e-3,
+                  "rpn_top50_matched_logits": 1e-3, "rpn_all_unmatched_share": 0.005, "box_cls_logits_top50": 1e-3,
                   "box_deltas_top50": 1e-3}
 DETECTIONS = {"det_count": 0, "det_raw_boxes_orig_px": 0.05, "det_raw_scores": 1e-4,
               "det_rank_change_score_gap": 1e-4, "det_proposal_px": 0.05, "keep_differs": 0, "final_count": 0,

@@ -42,8 +42,8 @@ def add(commands: Commands, defaults: dict | None = None) -> argparse.ArgumentPa
     run.add_argument("--workers", type=int, default=1,
                      help="processes working on different images at once (one torch thread each)")
     run.add_argument("--batch-size", type=int,
-                     help="images per batch through the task network's front and back (grouped by size; the "
-                     "results are the same for any batch size; default 4 on a GPU, 1 on the CPU)")
+                     help="images per batch through the task network's front and back on a GPU (grouped by "
+                     "size; default 4); on the CPU a batch's images go one at a time (default 1)")
     run.add_argument("--executor", choices=["local", "dask"], default="local",
                      help="local: --workers processes on this machine; dask: (image, method) units on a Dask "
                      "cluster (a LocalCluster of --workers single-threaded workers, or --scheduler)")

@@ -222,7 +222,7 @@ class Runner:
     def _here(self, pending: list) -> Iterator[ItemResult]:
         """Chunks of ``batch_size`` images. On a GPU the next chunk's fronts run in a thread while this chunk's
         codecs code on the CPU; on the CPU the two cores are busy already and task models run from this thread
-        (``batch_invariant``'s kernel switch is process-wide)."""
+        (``native_kernels``'s switch is process-wide)."""
         chunks = [pending[i:i + self.batch_size] for i in range(0, len(pending), self.batch_size)]
         overlap = self.device != "cpu"
         with ThreadPoolExecutor(1) as ahead:

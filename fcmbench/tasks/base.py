@@ -107,11 +107,10 @@ def prediction_to_coco(image_id: int, prediction: dict[str, torch.Tensor], categ
 
 
 @contextmanager
-def batch_invariant(device: str) -> Iterator[None]:
-    """On the CPU, oneDNN picks other convolution kernels for other batch sizes, so an image's features would
-    change in their last bits with its neighbours; PyTorch's own kernels work image by image and give every image
-    the same result in any batch. The switch is process-wide: the runner calls task models from one thread on the
-    CPU."""
+def native_kernels(device: str) -> Iterator[None]:
+    """On the CPU the task networks run PyTorch's own convolution kernels rather than oneDNN's: the features
+    (and so every cached feature set and golden stream) were made with them. The switch is process-wide: the
+    runner calls task models from one thread on the CPU."""
     if device != "cpu":
         yield
         return
@@ -123,8 +122,13 @@ def batch_invariant(device: str) -> Iterator[None]:
         torch.backends.mkldnn.enabled = before
 
 
-def same_shape(things: list, shape: Callable) -> list[list[int]]:
-    """Indices of ``things`` grouped by ``shape(thing)``, in their order: the groups a batch may hold."""
+def batch_groups(things: list, shape: Callable, device: str) -> list[list[int]]:
+    """Indices of ``things`` that go through a network together, in their order: those of one ``shape(thing)``
+    on a GPU; one at a time on the CPU, where batches measured slower and where a batch's sums are blocked and
+    split across threads otherwise than one image's (on some CPUs an image's features changed in their last
+    bits with its batch), so an image's predictions never depend on its neighbours there."""
+    if device == "cpu":
+        return [[i] for i in range(len(things))]
     groups: dict[str, list[int]] = {}
     for i, thing in enumerate(things):
         groups.setdefault(repr(shape(thing)), []).append(i)

@@ -43,7 +43,7 @@ from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_groups, file_sha256, native_kernels
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/detectron2/"
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
@@ -637,13 +637,12 @@ class Detectron2RCNN(TaskModel):
 
     @torch.inference_mode()
     def front_batch(self, images: list[torch.Tensor]) -> list[FeatureSet]:
-        """Images of the same padded size go through the backbone as one batch (others one group each, so the
-        features never depend on the batch: a wider neighbour would change the zero padding's neighbourhood)."""
+        """On a GPU, images of the same padded size go through the backbone as one batch (others one group each:
+        a wider neighbour would change the zero padding's neighbourhood); on the CPU one at a time."""
         resized = [self.resize(image) for image in images]
-        d = self.model.config.size_divisibility
         out: list[FeatureSet | None] = [None] * len(images)
-        for members in same_shape(resized, lambda small: tuple(-(-side // d) * d for side in small.shape[:2])):
-            with batch_invariant(self.device):
+        for members in batch_groups(resized, self._padded_shape, self.device):
+            with native_kernels(self.device):
                 features = self.model.backbone(self.model.normalize_and_pad([resized[i] for i in members]))
             for row, i in enumerate(members):
                 levels = {name: features[name][row].float().cpu() for name in LEVELS}
@@ -654,17 +653,25 @@ class Detectron2RCNN(TaskModel):
     def front(self, image: torch.Tensor) -> FeatureSet:
         return self.front_batch([image])[0]
 
+    def _padded_shape(self, resized: torch.Tensor) -> tuple[int, int]:
+        d = self.model.config.size_divisibility
+        return tuple(-(-side // d) * d for side in resized.shape[:2])
+
     @torch.inference_mode()
     def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
         for feature in features:
             missing = [name for name in self.level_names if name not in feature]
             if missing:
                 raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
-        shapes = {tuple(f[n].shape for n in self.level_names) for f in features}
-        if len(shapes) != 1:  # differently padded images go one by one
-            return [self.back_batch([f])[0] for f in features]
+        groups = batch_groups(features, lambda f: tuple(f[n].shape for n in self.level_names), self.device)
+        if len(groups) > 1:
+            out = [None] * len(features)
+            for members in groups:
+                for i, result in zip(members, self.back_batch([features[i] for i in members]), strict=True):
+                    out[i] = result
+            return out
         batch = {name: torch.stack([f[name] for f in features]).to(self.device) for name in self.level_names}
-        with batch_invariant(self.device):
+        with native_kernels(self.device):
             detections = self.model.heads(batch, [f.input_size for f in features])
         out = []
         for det, feature in zip(detections, features, strict=True):

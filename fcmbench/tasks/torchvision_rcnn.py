@@ -17,7 +17,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_invariant, file_sha256, same_shape
+from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_groups, file_sha256, native_kernels
 
 RANDOM_WEIGHTS_WARNING = "task model uses RANDOM weights (--weights none): accuracies are meaningless"
 
@@ -46,12 +46,12 @@ class TorchvisionRCNN(TaskModel):
 
     @torch.inference_mode()
     def front_batch(self, images: list[torch.Tensor]) -> list[FeatureSet]:
-        """Images whose padded sizes agree go through the backbone together; every image is padded as if it
-        were alone, so a neighbour never changes its features."""
+        """On a GPU, images whose padded sizes agree go through the backbone together, every image padded as if
+        it were alone, so a neighbour never changes its padding; on the CPU one at a time (``batch_groups``)."""
         alone = [self.model.transform([image.to(self.device)])[0] for image in images]
         out: list[FeatureSet | None] = [None] * len(images)
-        for members in same_shape(alone, lambda image_list: image_list.tensors.shape):
-            with batch_invariant(self.device):
+        for members in batch_groups(alone, lambda image_list: image_list.tensors.shape, self.device):
+            with native_kernels(self.device):
                 features = self.model.backbone(torch.cat([alone[i].tensors for i in members]))
             for row, i in enumerate(members):
                 levels = {name: tensor[row].float().cpu() for name, tensor in features.items()}
@@ -70,7 +70,7 @@ class TorchvisionRCNN(TaskModel):
                 raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features "
                                     "lack")
         out: list[dict | None] = [None] * len(features)
-        for members in same_shape(features, lambda f: (f.shapes(), self._padded_shape(f.input_size))):
+        for members in batch_groups(features, self._batch_shape, self.device):
             group = [features[i] for i in members]
             for i, detections in zip(members, self._back_group(group), strict=True):
                 out[i] = {key: value.cpu() for key, value in detections.items()}
@@ -79,13 +79,16 @@ class TorchvisionRCNN(TaskModel):
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:
         return self.back_batch([features])[0]
 
+    def _batch_shape(self, features: FeatureSet) -> tuple:
+        return features.shapes(), self._padded_shape(features.input_size)
+
     def _back_group(self, group: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
         batch = OrderedDict((name, torch.stack([f[name] for f in group]).to(self.device))
                             for name in self.level_names)
         sizes = [f.input_size for f in group]
         placeholder = torch.zeros(1, device=self.device).expand(len(group), 3, *self._padded_shape(sizes[0]))
         image_list = ImageList(placeholder, sizes)
-        with batch_invariant(self.device):
+        with native_kernels(self.device):
             proposals, _ = self.model.rpn(image_list, batch)
             detections, _ = self.model.roi_heads(batch, proposals, image_list.image_sizes)
         return self.model.transform.postprocess(detections, sizes, [f.original_size for f in group])
@@ -118,13 +121,13 @@ class TorchvisionRCNN(TaskModel):
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        with batch_invariant(self.device):
+        with native_kernels(self.device):
             output = self.model([image.to(self.device)])[0]
         return {key: value.cpu() for key, value in output.items()}
 
     def preprocessing_id(self) -> str:
         t = self.model.transform
-        # "native-conv": batch_invariant's kernels, whose features differ from oneDNN's in the last bits
+        # "native-conv": native_kernels's choice, whose features differ from oneDNN's in the last bits
         return (f"resize{t.min_size}-{t.max_size}-mean{list(t.image_mean)}-std{list(t.image_std)}"
                 f"-div{t.size_divisible}-native-conv")
 
