@@ -167,6 +167,14 @@ def values_digest(tensor: torch.Tensor) -> bytes:
     return hashlib.blake2b(repr(tuple(values.shape)).encode() + values.numpy().tobytes(), digest_size=16).digest()
 
 
+def strings_digest(strings: list[bytes]) -> bytes:
+    """A key for coded strings (each length-prefixed, so that no two lists of strings share one)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for string in strings:
+        digest.update(len(string).to_bytes(8, "big") + string)
+    return digest.digest()
+
+
 class TiledFeatureCodec(QualityLadder, FeatureCodec):
     """Every level tiled and coded by one image network family; ``base`` names whose checkpoints it uses."""
 
@@ -280,7 +288,7 @@ class TiledFeatureCodec(QualityLadder, FeatureCodec):
     def timed_mosaic(self, level: CodedLevel) -> tuple[torch.Tensor, float]:
         """A level's decoded mosaic and the seconds decoding it took."""
         network, path = self.network(level.quality), self.checkpoint(level.quality)
-        key = (str(path), path.stat().st_mtime_ns, level.quality, level.layout.size, *level.strings)
+        key = (str(path), path.stat().st_mtime_ns, level.quality, level.layout.size, strings_digest(level.strings))
         return DECODED_MOSAICS.get(key, lambda: decompress_image(network, level.strings, level.layout.size))
 
     def stream_info(self, data: bytes) -> dict:
