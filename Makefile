@@ -61,38 +61,41 @@ TRAIN_TILED = $(BIN)/fcmbench train --task-model shapes_rcnn --dataset shapes $(
 # MFIBA on each: the per-level task loss-rate model fitted on 60 training images, then the importance predictor
 MFIBA_ARGS := --task-model shapes_rcnn --dataset shapes --images 60 --threads 1 --out fcmbench/checkpoints
 
-# The image codecs on the shapes images themselves (the demo's image-codec rows). ELIC at N=32, M=80 (1.3 M
-# parameters; the reference is 192/320), trained along one lineage, each stage from the one before: λ 0.05
-# (the reference λ of quality 6, 1,500 steps), 0.2 (3,000), 0.08, 0.03 and 0.012 (1,200 each; none of these
-# shipped), then the shipped qualities 5..1 (1,200 steps each). Their λ are ours, far below the reference's: from
-# λ 0.005 up the detector keeps 0.73-0.75 box mAP (89-91 % of its unsplit 0.816) while the rate grows, so the
-# ladder spans the rates below that.
-ELIC_LINEAGE := 1:0.05:1500 2:0.2:3000 3:0.08:1200 4:0.03:1200 5:0.012:1200
-ELIC_LADDER := 5:0.005 4:0.002 3:0.0008 2:0.0003 1:0.0001
-TRAIN_ELIC = $(BIN)/fcmbench train elic --dataset shapes --width 32 --latent 80 --batch-size 4 --lr 1e-3 --threads 1 \
-	--int8-weights --out fcmbench/checkpoints
-
-checkpoints-elic: $(STAMP)
-	init=; for stage in $(ELIC_LINEAGE); do n=$${stage%%:*}; rest=$${stage#*:}; \
-	  $(TRAIN_ELIC) --quality 6 --lmbda $${rest%%:*} --steps $${rest##*:} $$init --out runs/elic-lineage/$$n || exit 1; \
-	  init="--init runs/elic-lineage/$$n/elic/images/q6.pt"; done; \
-	for point in $(ELIC_LADDER); do q=$${point%%:*}; \
-	  $(TRAIN_ELIC) --quality $$q --lmbda $${point##*:} --steps 1200 $$init || exit 1; \
-	  init="--init fcmbench/checkpoints/elic/images/q$$q.pt"; done
-
-# LIC-TCM at the tiny width N=8, M=16 at the reference λ of qualities 3..6, each from the one below.
-SIZE_tcm := --width 8 --latent 16
-TRAIN_IMAGE = $(BIN)/fcmbench train --dataset shapes $(SIZE_$*) --batch-size 4 --lr 1e-3 --threads 1 \
-	--int8-weights --out fcmbench/checkpoints
+# The image codecs on the shapes images themselves (the demo's image-codec rows), each trained along one lineage,
+# every stage from the one before (at quality 6 in runs/CODEC-lineage/, not shipped), then the shipped qualities
+# 5..1, each from the one above. Their λ are ours, far below the reference's 0.0067-0.05: from λ 0.005 up the
+# detector's accuracy stays flat (ELIC: 0.73-0.75 box mAP, 89-91 % of its unsplit 0.816) while the rate grows, so
+# the ladders span the rates below that.
+# ELIC at N=32, M=80 (1.3 M parameters; the reference is 192/320): λ 0.05 (1,500 steps), 0.2 (3,000), 0.08, 0.03,
+# 0.012 (1,200 each), then the ladder at 1,200 steps a quality.
+SIZE_elic := --width 32 --latent 80
+LINEAGE_elic := 1:0.05:1500 2:0.2:3000 3:0.08:1200 4:0.03:1200 5:0.012:1200
+LADDER_elic := 5:0.005 4:0.002 3:0.0008 2:0.0003 1:0.0001
+STEPS_elic := 1200
+SHIP_elic := 5 4 3 2 1
+# LIC-TCM at N=16, M=32 (it converges more slowly than ELIC and costs 2x its time a step at these widths): λ 0.2
+# (6,000 steps), 0.08, 0.012 (800 each), then the ladder at 800 steps a quality. Quality 4 is a stage only: it
+# kept quality 5's accuracy (0.651 against 0.655 box mAP), and a fifth 2.1 MB checkpoint would pass the 40 MB cap.
+SIZE_tcm := --width 16 --latent 32
+LINEAGE_tcm := 1:0.2:6000 2:0.08:800 3:0.012:800
+LADDER_tcm := 5:0.005 4:0.002 3:0.0008 2:0.0003 1:0.0001
+STEPS_tcm := 800
+SHIP_tcm := 5 3 2 1
+TRAIN_IMAGE = $(BIN)/fcmbench train $* --dataset shapes $(SIZE_$*) --batch-size 4 --lr 1e-3 --threads 1 --int8-weights
 
 IMAGE_CODECS := elic tcm
 
 checkpoints: $(addprefix checkpoints-,$(LEARNED) $(TILED) mfiba-elic mfiba-tcm $(IMAGE_CODECS))
 
-checkpoints-tcm: checkpoints-%: $(STAMP)
-	$(TRAIN_IMAGE) $* --quality 3 --steps 1500
-	for q in 4 5 6; do \
-	  $(TRAIN_IMAGE) $* --quality $$q --steps 800 --init fcmbench/checkpoints/$*/images/q$$((q - 1)).pt || exit 1; done
+checkpoints-elic checkpoints-tcm: checkpoints-%: $(STAMP)
+	init=; for stage in $(LINEAGE_$*); do n=$${stage%%:*}; rest=$${stage#*:}; \
+	  $(TRAIN_IMAGE) --quality 6 --lmbda $${rest%%:*} --steps $${rest##*:} $$init --out runs/$*-lineage/$$n || exit 1; \
+	  init="--init runs/$*-lineage/$$n/$*/images/q6.pt"; done; \
+	for point in $(LADDER_$*); do q=$${point%%:*}; \
+	  $(TRAIN_IMAGE) --quality $$q --lmbda $${point##*:} --steps $(STEPS_$*) $$init --out runs/$*-ladder || exit 1; \
+	  init="--init runs/$*-ladder/$*/images/q$$q.pt"; done
+	rm -f fcmbench/checkpoints/$*/images/q*.pt
+	for q in $(SHIP_$*); do cp runs/$*-ladder/$*/images/q$$q.pt fcmbench/checkpoints/$*/images/ || exit 1; done
 
 checkpoints-mfiba-elic: checkpoints-elic-feat
 checkpoints-mfiba-tcm: checkpoints-tcm-feat
@@ -114,15 +117,13 @@ checkpoints-%: $(STAMP)
 	# quality 4 once more, from quality 3: as long a lineage as the others (alone it fell below quality 3)
 	$(TRAIN) $* --quality 4 --lmbda $(top_lambda) --steps 1500 --init fcmbench/checkpoints/$*/shapes_rcnn/q3.pt
 
-# How the shipped LIC-TCM checkpoints were re-fitted when SWAtten's wiring was corrected to the reference's
+# How the shipped tiled LIC-TCM checkpoints were re-fitted when SWAtten's wiring was corrected to the reference's
 # (2026-12-05): each quality fine-tuned 300 steps from its previous weights (g_a and g_s were unchanged by the
-# fix; the entropy model re-adapts), then MFIBA refitted on them. `make checkpoints-tcm checkpoints-mfiba-tcm`
-# retrains them from scratch instead (about 3 h on 2 cores).
+# fix; the entropy model re-adapts), then MFIBA refitted on them. `make checkpoints-tcm-feat checkpoints-mfiba-tcm`
+# retrains them from scratch instead. (The image codec `tcm` was retrained from scratch since: checkpoints-tcm.)
 LIC_TCM_BEFORE := b1357e5
 refit-lic-tcm: $(STAMP)
 	mkdir -p runs/lic-tcm-before
-	for q in 3 4 5 6; do git show $(LIC_TCM_BEFORE):fcmbench/checkpoints/tcm/images/q$$q.pt > runs/lic-tcm-before/tcm-q$$q.pt; \
-	  $(TRAIN_IMAGE) tcm --quality $$q --steps 300 --init runs/lic-tcm-before/tcm-q$$q.pt || exit 1; done
 	for point in $(TILED_LAMBDAS); do q=$${point%%:*}; \
 	  git show $(LIC_TCM_BEFORE):fcmbench/checkpoints/tcm-feat/shapes_rcnn/q$$q.pt > runs/lic-tcm-before/tcm-feat-q$$q.pt; \
 	  $(TRAIN_TILED) tcm-feat --quality $$q --lmbda $${point##*:} --steps 300 \

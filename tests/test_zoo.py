@@ -12,7 +12,7 @@ def test_the_shipped_networks_load_by_method_quality_and_task_model():
     shapes = CodecOptions(task_model="shapes_rcnn")
     assert isinstance(load("lmsfc", 1, shapes), LMSFCContext)
     image = load("tcm", 3, CodecOptions())  # image codecs: no task model
-    assert TCM.describe(image).startswith("LIC-TCM N=8 M=16")
+    assert TCM.describe(image).startswith("LIC-TCM N=16 M=32")
     assert ELIC.describe(load("elic-feat", 1, shapes)).startswith("ELIC N=")
     assert load("tcm", 3, CodecOptions()) is image  # loaded once
 
