@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pycocotools import mask as mask_utils
 
+from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
 
 
@@ -64,6 +65,12 @@ class TaskModel(ABC):
     def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
         """The backs of several feature sets, each exactly what ``back`` gives it alone."""
         return [self.back(feature) for feature in features]
+
+    def require_levels(self, features: FeatureSet) -> None:
+        """Decoded features must hold every level the back reads."""
+        missing = [name for name in self.level_names if name not in features]
+        if missing:
+            raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
 
     @abstractmethod
     def predict(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -133,6 +140,15 @@ def batch_groups(things: list, shape: Callable, device: str) -> list[list[int]]:
     for i, thing in enumerate(things):
         groups.setdefault(repr(shape(thing)), []).append(i)
     return list(groups.values())
+
+
+def in_batches(things: list, shape: Callable, device: str, run: Callable[[list], list]) -> list:
+    """``run`` on each of ``batch_groups``'s groups of ``things``, its results back in the order of ``things``."""
+    out = [None] * len(things)
+    for members in batch_groups(things, shape, device):
+        for i, result in zip(members, run([things[i] for i in members]), strict=True):
+            out[i] = result
+    return out
 
 
 def file_sha256(path: Path) -> str:

@@ -43,7 +43,14 @@ from torchvision.ops import FrozenBatchNorm2d, batched_nms, roi_align
 
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_groups, file_sha256, native_kernels
+from fcmbench.tasks.base import (
+    TaskModel,
+    TaskModelOptions,
+    batch_groups,
+    file_sha256,
+    in_batches,
+    native_kernels,
+)
 
 MODEL_ZOO = "https://dl.fbaipublicfiles.com/detectron2/"
 LEVELS = ("p2", "p3", "p4", "p5", "p6")
@@ -660,21 +667,16 @@ class Detectron2RCNN(TaskModel):
     @torch.inference_mode()
     def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
         for feature in features:
-            missing = [name for name in self.level_names if name not in feature]
-            if missing:
-                raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
-        groups = batch_groups(features, lambda f: tuple(f[n].shape for n in self.level_names), self.device)
-        if len(groups) > 1:
-            out = [None] * len(features)
-            for members in groups:
-                for i, result in zip(members, self.back_batch([features[i] for i in members]), strict=True):
-                    out[i] = result
-            return out
-        batch = {name: torch.stack([f[name] for f in features]).to(self.device) for name in self.level_names}
+            self.require_levels(feature)
+        return in_batches(features, lambda f: tuple(f[n].shape for n in self.level_names), self.device,
+                          self._back_group)
+
+    def _back_group(self, group: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
+        batch = {name: torch.stack([f[name] for f in group]).to(self.device) for name in self.level_names}
         with native_kernels(self.device):
-            detections = self.model.heads(batch, [f.input_size for f in features])
+            detections = self.model.heads(batch, [f.input_size for f in group])
         out = []
-        for det, feature in zip(detections, features, strict=True):
+        for det, feature in zip(detections, group, strict=True):
             result = self.model.postprocess(det, feature.input_size, feature.original_size)
             result.pop("keep")
             if "masks" in result:

@@ -137,9 +137,7 @@ class OnnxSplitDetector(TaskModel):
                           {"tensors": dict(zip(self.levels, self.split, strict=True))})
 
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:
-        missing = [name for name in self.levels if name not in features]
-        if missing:
-            raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features lack")
+        self.require_levels(features)
         feed = {tensor: features[name][None].float().numpy() for name, tensor in zip(self.levels, self.split,
                                                                                       strict=True)}
         return self.postprocess(dict(zip(self.outputs, self._back.run(self.outputs, feed), strict=True)),

@@ -17,7 +17,14 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from fcmbench.core.errors import FcmbenchError
 from fcmbench.core.featureset import FeatureSet
-from fcmbench.tasks.base import TaskModel, TaskModelOptions, batch_groups, file_sha256, native_kernels
+from fcmbench.tasks.base import (
+    TaskModel,
+    TaskModelOptions,
+    batch_groups,
+    file_sha256,
+    in_batches,
+    native_kernels,
+)
 
 RANDOM_WEIGHTS_WARNING = "task model uses RANDOM weights (--weights none): accuracies are meaningless"
 
@@ -65,16 +72,8 @@ class TorchvisionRCNN(TaskModel):
     @torch.inference_mode()
     def back_batch(self, features: list[FeatureSet]) -> list[dict[str, torch.Tensor]]:
         for feature in features:
-            missing = [name for name in self.level_names if name not in feature]
-            if missing:
-                raise FcmbenchError(f"task model {self.name} needs levels {missing} that the decoded features "
-                                    "lack")
-        out: list[dict | None] = [None] * len(features)
-        for members in batch_groups(features, self._batch_shape, self.device):
-            group = [features[i] for i in members]
-            for i, detections in zip(members, self._back_group(group), strict=True):
-                out[i] = {key: value.cpu() for key, value in detections.items()}
-        return out
+            self.require_levels(feature)
+        return in_batches(features, self._batch_shape, self.device, self._back_group)
 
     def back(self, features: FeatureSet) -> dict[str, torch.Tensor]:
         return self.back_batch([features])[0]
@@ -91,7 +90,8 @@ class TorchvisionRCNN(TaskModel):
         with native_kernels(self.device):
             proposals, _ = self.model.rpn(image_list, batch)
             detections, _ = self.model.roi_heads(batch, proposals, image_list.image_sizes)
-        return self.model.transform.postprocess(detections, sizes, [f.original_size for f in group])
+        detections = self.model.transform.postprocess(detections, sizes, [f.original_size for f in group])
+        return [{key: value.cpu() for key, value in one.items()} for one in detections]
 
     def training_loss(self, features: FeatureSet, levels: dict[str, torch.Tensor], target: dict) -> torch.Tensor:
         """The network's own RPN + ROI-head training losses on (reconstructed) ``levels`` ``[1, C, H, W]``,
