@@ -85,7 +85,9 @@ LINEAGE_tcm := 1:0.2:6000 2:0.08:800 3:0.012:800
 LADDER_tcm := 5:0.005 4:0.002 3:0.0008 2:0.0003 1:0.0001
 STEPS_tcm := 800
 SHIP_tcm := 5 3 2 1
-TRAIN_IMAGE = $(BIN)/fcmbench train $* --dataset shapes $(SIZE_$*) --batch-size 4 --lr 1e-3 --threads 1 --int8-weights
+IMAGE_AT = $(BIN)/fcmbench train $* --dataset shapes $(SIZE_$*) --batch-size 4 --lr $(1) --threads 1 --int8-weights
+TRAIN_IMAGE = $(call IMAGE_AT,1e-3)
+POLISH_IMAGE = $(call IMAGE_AT,1e-4) --steps $(POLISH_$*)
 
 IMAGE_CODECS := elic tcm
 
@@ -99,7 +101,11 @@ checkpoints-elic checkpoints-tcm: checkpoints-%: $(STAMP)
 	  $(TRAIN_IMAGE) --quality $$q --lmbda $${point##*:} --steps $(STEPS_$*) $$init --out runs/$*-ladder || exit 1; \
 	  init="--init runs/$*-ladder/$*/images/q$$q.pt"; done
 	rm -f fcmbench/checkpoints/$*/images/q*.pt
-	for q in $(SHIP_$*); do cp runs/$*-ladder/$*/images/q$$q.pt fcmbench/checkpoints/$*/images/ || exit 1; done
+	for point in $(LADDER_$*); do q=$${point%%:*}; from=runs/$*-ladder; \
+	  case " $(SHIP_$*) " in *" $$q "*) ;; *) continue;; esac; \
+	  if [ -n "$(POLISH_$*)" ]; then from=runs/$*-polish; \
+	    $(POLISH_IMAGE) --quality $$q --lmbda $${point##*:} --init runs/$*-ladder/$*/images/q$$q.pt --out $$from || exit 1; fi; \
+	  cp $$from/$*/images/q$$q.pt fcmbench/checkpoints/$*/images/ || exit 1; done
 
 checkpoints-mfiba-elic: checkpoints-elic-feat
 checkpoints-mfiba-tcm: checkpoints-tcm-feat

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from conftest import SHARED, needs_shared
 from fcmbench.models.tcm import TCMNet, WindowAttention
+from fcmbench.zoo.checkpoints import load_weights, save_checkpoint, unpacked
 
 REFERENCE = SHARED / "reference" / "checkpoints"
 needs_reference = needs_shared("reference/checkpoints")
@@ -105,6 +106,21 @@ def test_compress_decompress_round_trip():
     assert first.shape == x.shape
     assert torch.equal(first, second)
     torch.testing.assert_close(first, forward, rtol=0, atol=1e-5)
+
+
+def test_int8_checkpoints_hold_the_transformer_weights_as_int8_too(tmp_path):
+    # the Swin blocks' linear weights are most of a small LIC-TCM: they must shrink with the kernels
+    torch.manual_seed(0)
+    network = TCMNet(**TINY).eval()
+    save_checkpoint(network, tmp_path / "int8.pt", int8_weights=True)
+    linear = [name for name, module in network.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert linear
+    stored = torch.load(unpacked(tmp_path / "int8.pt"), weights_only=True)["state_dict"]
+    assert all(stored[f"{name}.weight"].dtype == torch.int8 for name in linear)
+    loaded = TCMNet(**TINY)
+    load_weights(loaded, tmp_path / "int8.pt")
+    for (name, before), after in zip(network.named_parameters(), loaded.parameters(), strict=True):
+        assert torch.allclose(before, after, atol=before.abs().max().item() / 200), name
 
 
 def test_inputs_must_be_padded():

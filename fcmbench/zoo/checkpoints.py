@@ -161,9 +161,9 @@ def elic_chandelier_names(state: dict) -> dict:
 
 def save_checkpoint(model: nn.Module, path: Path, int8_weights: bool = False, **info) -> None:
     """Atomic save of a codec ready to code (``update()`` done), with what built it. ``int8_weights`` stores
-    convolution kernels as int8 with one scale per output channel (4x smaller; the shipped embedded-default
-    checkpoints, xz-compressed): the dequantized weights are the model, on the encoder's side as on the
-    decoder's."""
+    convolution kernels and linear weights as int8 with one scale per output channel (4x smaller; the shipped
+    embedded-default checkpoints, xz-compressed): the dequantized weights are the model, on the encoder's side
+    as on the decoder's."""
     model.update(force=True)
     state = model.state_dict()
     if int8_weights:
@@ -192,22 +192,28 @@ def with_derived_buffers(model: nn.Module, state: dict) -> dict:
 
 
 def quantized(state: dict) -> tuple[dict, dict]:
-    """Symmetric per-output-channel int8 for every convolution kernel; buffers the model rebuilds itself are
-    left out; everything else stays as it is."""
+    """Symmetric per-output-channel int8 for every convolution kernel and linear weight (the transformer
+    blocks' are most of LIC-TCM's weights); buffers the model rebuilds itself are left out; everything else
+    stays as it is."""
     out = {k: v for k, v in state.items() if not k.endswith(DERIVED_BUFFERS)}
     scales = {}
     for key, value in out.items():
-        if key.endswith(".weight") and value.dim() == 4 and value.is_floating_point():
-            scale = value.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
-            out[key] = torch.round(value / scale[:, None, None, None]).to(torch.int8)
+        if key.endswith(".weight") and value.dim() in (2, 4) and value.is_floating_point():
+            scale = value.abs().flatten(1).amax(dim=1).clamp_min(1e-12) / 127
+            out[key] = torch.round(value / per_channel(scale, value)).to(torch.int8)
             scales[key] = scale.float()
     return out, scales
+
+
+def per_channel(scale: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """One scale per output channel, shaped to broadcast over ``weight``."""
+    return scale.reshape(-1, *[1] * (weight.dim() - 1))
 
 
 def dequantized(state: dict, scales: dict) -> dict:
     out = dict(state)
     for key, scale in scales.items():
-        out[key] = state[key].float() * scale[:, None, None, None]
+        out[key] = state[key].float() * per_channel(scale, state[key])
     return out
 
 
