@@ -68,9 +68,9 @@ MFIBA_ARGS := --task-model shapes_rcnn --dataset shapes --images 60 --threads 1 
 # The image codecs on the shapes images themselves (the demo's image-codec rows), each trained along one lineage,
 # every stage from the one before (at quality 6 in runs/CODEC-lineage/, not shipped), then the shipped qualities
 # 5..1, each from the one above (runs/CODEC-ladder/), and where POLISH_ is set each of those that many steps more
-# at a tenth of the learning rate (runs/CODEC-polish/). Their λ are ours, far below the reference's 0.0067-0.05: from λ 0.005 up the
-# detector's accuracy stays flat (ELIC: 0.73-0.75 box mAP, 89-91 % of its unsplit 0.816) while the rate grows, so
-# the ladders span the rates below that.
+# at a tenth of the learning rate (runs/CODEC-polish/). Their λ are ours, far below the reference's 0.0067-0.05:
+# from λ 0.005 up the detector's accuracy stays flat (ELIC: 0.73-0.75 box mAP, 89-91 % of its unsplit 0.816)
+# while the rate grows, so the ladders span the rates below that.
 # ELIC at N=32, M=80 (1.3 M parameters; the reference is 192/320): λ 0.05 (1,500 steps), 0.2 (3,000), 0.08, 0.03,
 # 0.012 (1,200 each), then the ladder at 1,200 steps a quality.
 SIZE_elic := --width 32 --latent 80
