@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,33 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypat
     assert resumed["history"] == whole["history"]
     a, b = (torch.load(tmp_path / name, weights_only=True)["state_dict"] for name in ("whole.pt", "cut.pt"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_resume_file_left_by_another_training_into_the_same_file_is_refused(tmp_path, monkeypatch):
+    # a recipe trains into one file more than once (quality 4 twice, then the polish at a lower rate): a
+    # re-run after a kill must not continue the later stage's state as the earlier one
+    import fcmbench.training.codecs as training
+
+    train = [fpn(i) for i in range(4)]
+    real, training_steps = training.rate_distortion, []
+
+    def interrupted(model, batch, lam):
+        if model.training:
+            training_steps.append(1)
+            if len(training_steps) == 12:  # after the validation of step 10
+                raise KeyboardInterrupt
+        return real(model, batch, lam)
+
+    monkeypatch.setattr(training, "rate_distortion", interrupted)
+    polish = TrainConfig("lmsfc-nocm", 4, tmp_path / "q4.pt", steps=20, latent=16, lr=2e-4, validate_every=10,
+                         batch_size=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_codec(polish, train, train[:2])
+    monkeypatch.setattr(training, "rate_distortion", real)
+    first = replace(polish, lr=2e-3)
+    with pytest.raises(FcmbenchError, match=r"q4\.pt\.resume was left by another training .*lr 0\.0002.*lr 0\.002"):
+        train_codec(first, train, train[:2])
+    assert train_codec(polish, train, train[:2])["history"][-1]["step"] == 20  # the same one goes on
 
 
 def test_training_keeps_the_weights_of_its_best_validation(tmp_path):

@@ -134,6 +134,11 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
         if state.get("format") != RESUME_FORMAT:
             raise FcmbenchError(f"{resume} was written by an earlier fcmbench (its optimiser state lists the "
                                 "parameters in another order): delete it to train this quality from the start")
+        left_by = state.get("stage", stage_of(config))  # absent from the resume files of older versions
+        if left_by != stage_of(config):
+            raise FcmbenchError(f"{resume} was left by another training into {config.out} ({stage_text(left_by)}; "
+                                f"this one: {stage_text(stage_of(config))}): run that one again to finish it, or "
+                                "delete the file to start this one")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if aux_optimizer:
@@ -179,12 +184,24 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
                 torch.save({"format": RESUME_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
                             "plateau": plateau.state_dict(), "step": step, "best": best, "history": history,
+                            "stage": stage_of(config),
                             "best_state": best_state, "generator": generator.get_state(),
                             "torch_rng": torch.get_rng_state()}, resume)
     if best_state is not None:
         model.load_state_dict(best_state)
     resume.unlink(missing_ok=True)
     return history
+
+
+def stage_of(config: TrainConfig) -> dict:
+    """What tells one training into a file from another (a recipe trains into one file more than once: L-MSFC's
+    quality 4 twice, then its polish); not the steps, so a resumed run may stop earlier or go on longer."""
+    return {"lmbda": config.lmbda, "lr": config.lr, "init": str(config.init) if config.init else None,
+            "seed": config.seed}
+
+
+def stage_text(stage: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in stage.items())
 
 
 def diverged(config: TrainConfig, step: int, loss: float) -> FcmbenchError:
