@@ -116,31 +116,36 @@ def test_a_few_training_steps_lower_the_loss(tmp_path):
     assert torch.load(tmp_path / "q4.pt", weights_only=True)["lam"] == 0.125  # not q4's own 0.25
 
 
+def interrupt_training_at(monkeypatch, step: int) -> None:
+    """The training raises KeyboardInterrupt at its ``step``-th training step (``monkeypatch.undo()`` ends it)."""
+    import fcmbench.training.codecs as training
+
+    real, steps = training.rate_distortion, []
+
+    def interrupted(model, batch, lam):
+        if model.training:
+            steps.append(1)
+            if len(steps) == step:
+                raise KeyboardInterrupt
+        return real(model, batch, lam)
+
+    monkeypatch.setattr(training, "rate_distortion", interrupted)
+
+
 def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """Stopped mid-way, the same command continues from the last validation and ends bit-identical to an
     uninterrupted run: optimiser, scheduler and random states are all in the resume file."""
-    import fcmbench.training.codecs as training
-
     train = [fpn(i) for i in range(4)]
 
     def config(path: Path) -> TrainConfig:
         return TrainConfig("lmsfc-nocm", 3, path, steps=40, latent=16, lr=1e-3, validate_every=10, batch_size=2)
 
     whole = train_codec(config(tmp_path / "whole.pt"), train, train[:2])
-    real, training_steps = training.rate_distortion, []
-
-    def interrupted(model, batch, lam):
-        if model.training:
-            training_steps.append(1)
-            if len(training_steps) == 25:  # after the validation of step 20
-                raise KeyboardInterrupt
-        return real(model, batch, lam)
-
-    monkeypatch.setattr(training, "rate_distortion", interrupted)
+    interrupt_training_at(monkeypatch, 25)  # after the validation of step 20
     with pytest.raises(KeyboardInterrupt):
         train_codec(config(tmp_path / "cut.pt"), train, train[:2])
     assert (tmp_path / "cut.pt.resume").is_file() and not (tmp_path / "cut.pt").exists()
-    monkeypatch.setattr(training, "rate_distortion", real)
+    monkeypatch.undo()
     resumed = train_codec(config(tmp_path / "cut.pt"), train, train[:2])
     assert resumed["history"] == whole["history"]
     a, b = (torch.load(tmp_path / name, weights_only=True)["state_dict"] for name in ("whole.pt", "cut.pt"))
@@ -150,24 +155,13 @@ def test_an_interrupted_training_resumes_to_the_same_weights(tmp_path, monkeypat
 def test_a_resume_file_left_by_another_training_into_the_same_file_is_refused(tmp_path, monkeypatch):
     # a recipe trains into one file more than once (quality 4 twice, then the polish at a lower rate): a
     # re-run after a kill must not continue the later stage's state as the earlier one
-    import fcmbench.training.codecs as training
-
     train = [fpn(i) for i in range(4)]
-    real, training_steps = training.rate_distortion, []
-
-    def interrupted(model, batch, lam):
-        if model.training:
-            training_steps.append(1)
-            if len(training_steps) == 12:  # after the validation of step 10
-                raise KeyboardInterrupt
-        return real(model, batch, lam)
-
-    monkeypatch.setattr(training, "rate_distortion", interrupted)
     polish = TrainConfig("lmsfc-nocm", 4, tmp_path / "q4.pt", steps=20, latent=16, lr=2e-4, validate_every=10,
                          batch_size=2)
+    interrupt_training_at(monkeypatch, 12)  # after the validation of step 10
     with pytest.raises(KeyboardInterrupt):
         train_codec(polish, train, train[:2])
-    monkeypatch.setattr(training, "rate_distortion", real)
+    monkeypatch.undo()
     first = replace(polish, lr=2e-3)
     with pytest.raises(FcmbenchError, match=r"q4\.pt\.resume was left by another training .*lr 0\.0002.*lr 0\.002"):
         train_codec(first, train, train[:2])
