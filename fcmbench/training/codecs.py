@@ -127,6 +127,7 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=3)
     config.out.parent.mkdir(parents=True, exist_ok=True)
     resume = Path(str(config.out) + ".resume")
+    stage = stage_of(config)
     step, best, history, best_state = 0, math.inf, [], None
     generator = torch.Generator().manual_seed(config.seed)
     if resume.is_file():
@@ -134,10 +135,10 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
         if state.get("format") != RESUME_FORMAT:
             raise FcmbenchError(f"{resume} was written by an earlier fcmbench (its optimiser state lists the "
                                 "parameters in another order): delete it to train this quality from the start")
-        left_by = state.get("stage", stage_of(config))  # absent from the resume files of older versions
-        if left_by != stage_of(config):
+        left_by = state.get("stage", stage)  # absent from the resume files of older versions
+        if left_by != stage:
             raise FcmbenchError(f"{resume} was left by another training into {config.out} ({stage_text(left_by)}; "
-                                f"this one: {stage_text(stage_of(config))}): run that one again to finish it, or "
+                                f"this one: {stage_text(stage)}): run that one again to finish it, or "
                                 "delete the file to start this one")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -184,7 +185,7 @@ def fit(model: nn.Module, config: TrainConfig, step_loss: Callable, val_loss: Ca
                 torch.save({"format": RESUME_FORMAT, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                             "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else {},
                             "plateau": plateau.state_dict(), "step": step, "best": best, "history": history,
-                            "stage": stage_of(config),
+                            "stage": stage,
                             "best_state": best_state, "generator": generator.get_state(),
                             "torch_rng": torch.get_rng_state()}, resume)
     if best_state is not None:
